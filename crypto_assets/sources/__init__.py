@@ -1,0 +1,1 @@
+"""OHLCV sources (synthetic, CSV archive, ccxt exchange), all producing `RAW_SCHEMA` frames."""

@@ -1,0 +1,1 @@
+"""Per-experiment warehouse: Parquet per partition, DuckDB views over the files."""

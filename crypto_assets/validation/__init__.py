@@ -1,0 +1,1 @@
+"""Validation rules for raw bars → the validated, regular-grid `bars` table."""
