@@ -37,8 +37,8 @@ def ohlc_violations(frame: pl.DataFrame) -> pl.DataFrame:
 def order_violations(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows whose `ts` repeats or goes backwards within the same symbol, in the frame's own order
     (a file's order matters: sorting first would hide an unsorted file)."""
-    indexed = frame.with_row_index("row")
-    prev = pl.col("ts").shift(1).over("symbol")
+    prev = pl.col("prev_ts")
+    indexed = frame.with_row_index("row").with_columns(pl.col("ts").shift(1).over("symbol").alias("prev_ts"))
     return indexed.filter(pl.col("ts") <= prev).select(
         "row",
         pl.lit("ts").alias("column"),
