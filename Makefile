@@ -1,0 +1,37 @@
+# Quick start: `make demo` then `make test`; each creates the virtual environment it needs.
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+CONFIG ?= configs/demo.yaml
+PY := $(VENV)/bin/python
+LAB := $(VENV)/bin/crypto-lab
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test ui benchmarks clean-storage
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Ingest and validate the demo experiment end to end on its persistent Dagster instance.
+demo: install
+	$(LAB) run --config configs/demo.yaml
+
+# The whole suite (unit, Dagster asset, local-exchange and real-data tests); no network needed.
+test: install
+	$(PY) -m pytest -n 2 -q
+
+# Dagster UI on the experiment's own instance (CONFIG=configs/csv.yaml make ui for another one).
+ui: install
+	$(LAB) dagster --config $(CONFIG) -- dev -w workspace.yaml
+
+benchmarks: install
+	$(PY) benchmarks/csv_to_bars.py
+	$(PY) benchmarks/dagster_backfill.py
+	$(PY) benchmarks/ccxt_ingest.py
+
+clean-storage:
+	rm -rf storage/*/

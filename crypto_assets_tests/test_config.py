@@ -1,0 +1,123 @@
+"""Strict experiment config: the user's example validates unchanged; typos name key path and allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crypto_assets.config import ConfigError, config_hash, load_config, parse_config, section_hash
+from crypto_assets.cli import main
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+USER_EXAMPLE = """\
+experiment:
+  name: "Crypto_Hybrid_V1"
+  gpu_id: 0 # RTX 4090
+data:
+  tickers: ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+  timeframe: "1h"
+  source: "binance_historical"
+constraints:
+  max_drawdown: 0.20
+  min_sharpe: 1.0
+models:
+  ensemble:
+    - type: "LSTM_Attn"
+      weight: 0.4
+    - type: "PPO_Agent"
+      weight: 0.6
+"""
+
+
+def _with(**changes: object) -> dict:
+    raw = yaml.safe_load(USER_EXAMPLE)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return raw
+
+
+def test_user_example_validates_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "example.yaml"
+    path.write_text(USER_EXAMPLE)
+    config = load_config(path)
+    assert config.experiment.name == "Crypto_Hybrid_V1"
+    assert config.experiment.gpu_id == 0
+    assert config.data.source_kind == "ccxt" and config.data.exchange_id == "binance"
+    assert [m.type for m in config.models.ensemble] == ["LSTM_Attn", "PPO_Agent"]
+    assert config.experiment.seed == 42  # documented default
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "csv.yaml", "binance.yaml"])
+def test_shipped_configs_validate(name: str) -> None:
+    config = load_config(PROJECT_ROOT / "configs" / name)
+    assert config.experiment.name
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (_with(experiment__gpuid=1), ["experiment.gpuid: unknown key", "allowed keys here: name, gpu_id, seed"]),
+        (_with(data__timeframe="2h"), ["data.timeframe", "'1m', '5m', '15m', '30m', '1h', '4h' or '1d'", "'2h'"]),
+        (_with(data__source="nasdaq"), ["data.source", "allowed: synthetic, csv, ccxt, binance_historical"]),
+        (_with(data__tickers=["btcusdt"]), ["data.tickers", "BASE/QUOTE"]),
+        (_with(constraints__max_drawdown=1.5), ["constraints.max_drawdown", "less than or equal to 1"]),
+        (_with(constraints__min_sharpe="high"), ["constraints.min_sharpe", "valid number"]),
+        (_with(experiment__gpu_id=-1), ["experiment.gpu_id"]),
+        (_with(models__ensemble=[{"type": "LSTM_Attn", "weight": 0.5}]), ["models.ensemble", "sum to 1"]),
+        (_with(models__ensemble=[{"type": "LSTM", "weight": 1.0}]), ["models.ensemble[0].type", "'LSTM_Attn', 'CNN_LSTM' or 'PPO_Agent'"]),
+        (_with(models__ensemble=[{"type": "LSTM_Attn", "weight": 1.0, "lr": 1}]), ["models.ensemble[0].lr: unknown key", "allowed keys here: type, weight"]),
+        (_with(data__synthetic={"garch_alpha": 0.2, "garch_beta": 0.85}), ["data.synthetic", "garch_alpha + garch_beta must be < 1"]),
+        (_with(data__source="csv"), ["needs data.csv_dir"]),
+        (_with(data__start="2024-01-01", data__end="2023-01-01"), ["end (2023-01-01) is before start (2024-01-01)"]),
+        (_with(validation__gap_policy="drop"), ["validation.gap_policy", "'fail', 'flag' or 'ffill'"]),
+        ({"data": {"tickers": ["BTC/USDT"]}}, ["experiment: required key is missing"]),
+        (_with(surprise={"a": 1}), ["surprise: unknown key", "allowed keys here: experiment, data, validation, constraints, models"]),
+    ],
+)
+def test_bad_values_name_key_and_rule(raw: dict, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "exp.yaml")
+    message = str(info.value)
+    assert message.startswith("exp.yaml: invalid experiment config")
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_duplicate_keys_and_bad_yaml_are_rejected(tmp_path: Path) -> None:
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(USER_EXAMPLE + "experiment:\n  name: other\n")
+    with pytest.raises(ConfigError, match="duplicate key 'experiment'"):
+        load_config(dup)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiment: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_hashes_track_sections() -> None:
+    base = parse_config(_with())
+    other_model = parse_config(_with(constraints__min_sharpe=2.0))
+    assert config_hash(base) != config_hash(other_model)
+    assert section_hash(base, "data") == section_hash(other_model, "data")
+    other_data = parse_config(_with(data__timeframe="15m"))
+    assert section_hash(base, "data") != section_hash(other_data, "data")
+
+
+def test_validate_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate-config", str(PROJECT_ROOT / "configs" / "demo.yaml")]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(USER_EXAMPLE.replace('timeframe: "1h"', 'timeframe: "1hour"'))
+    with pytest.raises(SystemExit) as info:
+        main(["validate-config", str(bad)])
+    assert info.value.code == 2
+    assert "data.timeframe" in capsys.readouterr().err
