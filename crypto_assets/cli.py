@@ -1,0 +1,139 @@
+"""`crypto-lab`: the project's command line.
+
+    crypto-lab validate-config FILE          check an experiment file without running anything
+    crypto-lab run --config FILE             materialize the experiment end to end on its persistent
+                                             Dagster instance (storage/<experiment>/dagster_home)
+    crypto-lab home --config FILE            print that instance's DAGSTER_HOME (for `export`)
+    crypto-lab dagster --config FILE -- ARGS run the `dagster` CLI on the experiment's instance
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from crypto_assets.config import ConfigError, ExperimentConfig, config_hash, load_config
+
+
+def _load(path: str) -> ExperimentConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _validate_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    data = config.data
+    print(
+        f"{args.file}: OK — experiment {config.experiment.name!r}, {len(data.tickers)} symbols, "
+        f"{data.timeframe} bars from {data.source!r} ({data.source_kind}), {data.start} .. {data.end or 'now'}, "
+        f"config hash {config_hash(config)}"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    from crypto_assets.orchestration.instance import prepare_instance
+
+    home = prepare_instance(config, args.config)
+    import dagster as dg
+
+    from crypto_assets.orchestration.definitions import INGEST_JOB, build_definitions
+    from crypto_assets.orchestration.partitions import data_partitions
+
+    defs = build_definitions(config)
+    keys = data_partitions(config.data).get_partition_keys()
+    print(f"experiment {config.experiment.name!r}: instance {home}")
+    print(f"[1/1] {INGEST_JOB}: raw_ohlcv → bars, {len(keys)} monthly partitions {keys[0]} .. {keys[-1]} in one run")
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(INGEST_JOB).execute_in_process(
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+            raise_on_error=False,
+        )
+    print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f} s")
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data is not None:
+                print(event.step_failure_data.error.message if event.step_failure_data.error else event.message, file=sys.stderr)
+        return 1
+    _print_bars_summary(config)
+    return 0
+
+
+def _print_bars_summary(config: ExperimentConfig) -> None:
+    from crypto_assets.paths import experiment_root
+    from crypto_assets.storage.warehouse import Warehouse
+
+    warehouse = Warehouse(experiment_root(config))
+    summary = warehouse.query(
+        "SELECT symbol, count(*) AS bars, min(ts) AS first_bar, max(ts) AS last_bar, "
+        "sum(is_filled::INT) AS filled, sum(is_wick_outlier::INT) AS wick_outliers, "
+        "sum(is_illiquid::INT) AS illiquid_bars FROM bars GROUP BY symbol ORDER BY symbol"
+    )
+    print(f"\nbars in {warehouse.db_path} (open with: duckdb -readonly {warehouse.db_path})")
+    with __import__("polars").Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
+        print(summary)
+
+
+def _home(args: argparse.Namespace) -> int:
+    from crypto_assets.paths import dagster_home
+
+    print(dagster_home(_load(args.config)))
+    return 0
+
+
+def _dagster(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    from crypto_assets.orchestration.instance import prepare_instance
+
+    prepare_instance(config, args.config)
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
+    if dagster is None:
+        print("the `dagster` command is not installed in this environment", file=sys.stderr)
+        return 2
+    argv = [a for a in args.dagster_args if a != "--"] if args.dagster_args[:1] == ["--"] else args.dagster_args
+    os.execv(dagster, [dagster, *argv])
+    return 0  # unreachable
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crypto-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate-config", help="check an experiment YAML file")
+    validate.add_argument("file")
+    validate.set_defaults(handler=_validate_config)
+
+    run = sub.add_parser("run", help="materialize the experiment end to end through Dagster")
+    run.add_argument("--config", required=True)
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(handler=_run)
+
+    home = sub.add_parser("home", help="print the experiment's DAGSTER_HOME")
+    home.add_argument("--config", required=True)
+    home.set_defaults(handler=_home)
+
+    dagster = sub.add_parser("dagster", help="run the dagster CLI on the experiment's instance")
+    dagster.add_argument("--config", required=True)
+    dagster.add_argument("dagster_args", nargs=argparse.REMAINDER)
+    dagster.set_defaults(handler=_dagster)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

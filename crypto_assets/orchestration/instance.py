@@ -1,0 +1,32 @@
+"""Set up an experiment's own Dagster instance (DESIGN.md §2: DAGSTER_HOME and the `gpu` pool)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from crypto_assets.config import ExperimentConfig
+from crypto_assets.config.loader import PROJECT_ROOT
+from crypto_assets.paths import dagster_home
+
+GPU_POOL = "gpu"
+GPU_POOL_LIMIT = 1
+
+
+def prepare_instance(experiment: ExperimentConfig, config_path: str | Path) -> Path:
+    """Create `storage/<experiment>/dagster_home` with the project's dagster.yaml, point DAGSTER_HOME
+    and CRYPTO_ASSETS_CONFIG at it and the config, and put the `gpu` pool limit on the instance
+    (pool limits live in the instance's storage, not in dagster.yaml)."""
+    home = dagster_home(experiment)
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["CRYPTO_ASSETS_CONFIG"] = str(Path(config_path).resolve())
+
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        if instance.event_log_storage.get_concurrency_info(GPU_POOL).slot_count != GPU_POOL_LIMIT:
+            instance.event_log_storage.set_concurrency_slots(GPU_POOL, GPU_POOL_LIMIT)
+    return home

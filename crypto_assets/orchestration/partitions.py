@@ -1,0 +1,51 @@
+"""Monthly UTC partitions (DESIGN.md §1) and the span of bars each window asks a source for."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from crypto_assets.config.schema import DataSection
+from crypto_assets.timeframes import timeframe_delta
+
+MONTH_FMT = "%Y-%m-%d"
+
+
+def _month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+def data_partitions(data: DataSection) -> dg.MonthlyPartitionsDefinition:
+    """Months from `data.start`; through `data.end`'s month if set, else through the current month
+    (end_offset=1), which the schedule then refreshes incrementally."""
+    start = _month_start(data.start).strftime(MONTH_FMT)
+    if data.end is None:
+        return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1)
+    return dg.MonthlyPartitionsDefinition(start_date=start, end_date=_next_month(data.end).strftime(MONTH_FMT))
+
+
+def previous_month_key(key: str) -> str:
+    """`2024-03-01` → `2024-02-01` (the key of the month before)."""
+    day = dt.datetime.strptime(key, MONTH_FMT).date()
+    return _month_start(day - dt.timedelta(days=1)).strftime(MONTH_FMT)
+
+
+def fetch_span(
+    data: DataSection, window_start: dt.datetime, window_end: dt.datetime, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of bar open times to fetch for a partition window: clamped to the configured days
+    and to bars that have closed by `now` (an open candle is never stored)."""
+    first = dt.datetime.combine(data.start, dt.time(), tzinfo=dt.UTC)
+    bar = timeframe_delta(data.timeframe)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    in_progress = epoch + ((now - epoch) // bar) * bar  # open time of the bar still forming at `now`
+    end = min(window_end, in_progress)
+    if data.end is not None:
+        end = min(end, dt.datetime.combine(data.end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
+    start = max(window_start, first)
+    return start, max(start, end)
