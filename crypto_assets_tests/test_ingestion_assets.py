@@ -19,6 +19,7 @@ from crypto_assets.orchestration.assets.ingestion import BAR_CHECKS
 from crypto_assets.orchestration.definitions import INGEST_JOB, build_definitions
 from crypto_assets.paths import dagster_home, experiment_root
 from crypto_assets.storage.warehouse import Warehouse
+from crypto_assets.validation import RULE_NAMES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -61,6 +62,7 @@ def test_definitions_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} >= {"raw_ohlcv", "bars"}
     assert {k.name for k in graph.asset_check_keys} == set(BAR_CHECKS)
+    assert tuple(BAR_CHECKS) == RULE_NAMES  # one asset check per validation rule
     schedule = defs.resolve_schedule_def("ingest_current_month")
     live = name == "binance.yaml"
     assert schedule.default_status == (dg.DefaultScheduleStatus.RUNNING if live else dg.DefaultScheduleStatus.STOPPED)

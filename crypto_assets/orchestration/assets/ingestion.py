@@ -22,7 +22,7 @@ from crypto_assets.timeframes import timeframe_delta
 BAR_CHECKS: dict[str, str] = {
     "schema": "Columns, dtypes, no nulls, UTC timestamps (pandera, polars backend).",
     "ohlc_consistency": "Prices > 0, volume ≥ 0, low ≤ min(open, close), max(open, close) ≤ high.",
-    "unique_sorted_timestamps": "No duplicate or out-of-order timestamps per symbol.",
+    "unique_sorted_timestamps": "No duplicate, out-of-order or off-grid timestamps per symbol.",
     "continuity": "Every missing bar on each symbol's grid, first to last bar; handled per gap policy.",
     "wick_outliers": "Wicks far beyond trailing volatility that the other symbols did not share.",
     "liquidity": "Symbol-days below the minimum dollar volume or above the Amihud illiquidity limit.",
@@ -109,7 +109,13 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         # straddling the partition boundary; it is read, never rewritten.
         previous = previous_month_key(context.partition_keys[0])
         history = warehouse.read_partitions("bars", [previous], missing="skip")
-        report = validate_bars(raw_ohlcv, experiment.data.timeframe, experiment.validation, history=history)
+        report = validate_bars(
+            raw_ohlcv,
+            experiment.data.timeframe,
+            experiment.validation,
+            history=history,
+            span_start=context.partition_time_window.start,
+        )
         checks = [
             dg.AssetCheckResult(
                 check_name=result.name,
@@ -122,6 +128,14 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
                 },
             )
             for result in report.results
+        ]
+        # A broken schema stops the other rules (they need the columns): say so rather than stay silent.
+        checks += [
+            dg.AssetCheckResult(
+                check_name=name, passed=False, severity=dg.AssetCheckSeverity.ERROR, description="not evaluated: the schema check failed"
+            )
+            for name in BAR_CHECKS
+            if name not in {result.name for result in report.results}
         ]
         if report.errors:
             # Nothing is written: report the checks, then fail the step with every broken rule.
