@@ -15,8 +15,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crypto_assets.config import ConfigError, ExperimentConfig, config_hash, load_config
+
+if TYPE_CHECKING:  # dagster is imported lazily: `validate-config` must stay fast
+    from dagster import ExecuteInProcessResult
 
 
 def _load(path: str) -> ExperimentConfig:
@@ -62,12 +66,24 @@ def _run(args: argparse.Namespace) -> int:
         )
     print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f} s")
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data is not None:
-                print(event.step_failure_data.error.message if event.step_failure_data.error else event.message, file=sys.stderr)
+        print("\n".join(failure_messages(result)), file=sys.stderr)
         return 1
     _print_bars_summary(config)
     return 0
+
+
+def failure_messages(result: ExecuteInProcessResult) -> list[str]:
+    """Each failed step's error with its causes (Dagster wraps the user's exception in its own)."""
+    messages = []
+    for event in result.all_events:
+        if not (event.is_step_failure and event.step_failure_data and event.step_failure_data.error):
+            continue
+        error, chain = event.step_failure_data.error, []
+        while error is not None:
+            chain.append(error.message.strip())
+            error = error.cause
+        messages.append(f"step {event.step_key} failed:\n  " + "\n  ".join(chain))
+    return messages
 
 
 def _print_bars_summary(config: ExperimentConfig) -> None:

@@ -42,6 +42,12 @@ def write_config(tmp_path: Path, name: str = "tiny", **data: object) -> Path:
     return path
 
 
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    from crypto_assets.cli import failure_messages
+
+    return "\n".join(failure_messages(result))
+
+
 def run_ingest(config: ExperimentConfig, first: str, last: str, instance: dg.DagsterInstance, **kwargs: object) -> dg.ExecuteInProcessResult:
     job = build_definitions(config).resolve_job_def(INGEST_JOB)
     tags = {} if first == last else dict(zip(RANGE_TAGS, (first, last), strict=True))
@@ -117,8 +123,7 @@ def test_hard_validation_error_fails_before_writing(tmp_path: Path) -> None:
             instance=instance, partition_key="2024-01-01", asset_selection=[dg.AssetKey("bars")], raise_on_error=False
         )
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    message = failure.step_failure_data.error.message  # type: ignore[union-attr]
+    message = failure_text(result)
     assert "ohlc_consistency" in message and "high" in message
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["ohlc_consistency"].passed
@@ -198,3 +203,35 @@ def test_dagster_cli_materialize_partition_and_range(tmp_path: Path) -> None:
     assert Warehouse(experiment_root(config)).stored_keys("bars") == ["2024-01-01", "2024-02-01", "2024-03-01"]
     with dg.DagsterInstance.from_config(str(dagster_home(config))) as instance:
         assert len(instance.get_runs()) == 2  # the range was one run
+
+
+def test_ccxt_experiment_through_the_local_exchange(tmp_path: Path) -> None:
+    from crypto_assets_tests.local_exchange import garbage_row, load_fixture, running_exchange
+
+    recorded = pl.concat([load_fixture(s) for s in ("BTC/USDT", "SOL/USDT")]).filter(
+        (pl.col("ts") >= dt.datetime(2020, 7, 1, tzinfo=dt.UTC)) & (pl.col("ts") < dt.datetime(2020, 9, 1, tzinfo=dt.UTC))
+    )
+    with running_exchange(recorded) as exchange:
+        path = write_config(
+            tmp_path,
+            tickers=["BTC/USDT", "SOL/USDT"],
+            source="binance_historical",
+            api_url=exchange.url,
+            start="2020-07-01",
+            end="2020-08-31",
+            ccxt={"rate_limit_ms": 0, "backoff_s": 0.0, "max_retries": 1},
+        )
+        config = load_config(path)
+        wh = Warehouse(experiment_root(config))
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert run_ingest(config, "2020-07-01", "2020-08-01", instance).success
+            raw = wh.read_table("raw_ohlcv")
+            assert raw.sort("symbol", "ts").equals(recorded.sort("symbol", "ts"))  # SOL lists on 2020-08-11
+            stored = wh.read_table("bars")
+            # An exchange returning garbage fails the partition and leaves what is stored untouched.
+            exchange.inject(garbage_row(2, "non_numeric"), garbage_row(2, "non_numeric"))
+            result = run_ingest(config, "2020-08-01", "2020-08-01", instance)
+        assert not result.success
+        message = failure_text(result)
+        assert "binance: BTC/USDT 1h" in message and "must be numeric" in message
+        assert wh.read_table("bars").equals(stored) and wh.read_table("raw_ohlcv").equals(raw)
