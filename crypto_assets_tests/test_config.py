@@ -78,7 +78,7 @@ def test_shipped_configs_validate(name: str) -> None:
         (_with(data__start="2024-01-01", data__end="2023-01-01"), ["end (2023-01-01) is before start (2024-01-01)"]),
         (_with(validation__gap_policy="drop"), ["validation.gap_policy", "'fail', 'flag' or 'ffill'"]),
         ({"data": {"tickers": ["BTC/USDT"]}}, ["experiment: required key is missing"]),
-        (_with(surprise={"a": 1}), ["surprise: unknown key", "allowed keys here: experiment, data, validation, constraints, models"]),
+        (_with(surprise={"a": 1}), ["surprise: unknown key", "allowed keys here: experiment, data, validation, features, walk_forward, costs, baselines, constraints, models"]),
     ],
 )
 def test_bad_values_name_key_and_rule(raw: dict, expected: list[str]) -> None:

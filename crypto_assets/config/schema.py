@@ -56,13 +56,14 @@ class SyntheticSection(StrictModel):
     """GARCH(1,1) volatility clustering; alpha + beta < 1 keeps variance stationary."""
     regime_mean_days: Annotated[float, Field(gt=0, le=3650)] = 45.0
     """Mean duration of a bull / bear / chop regime (Markov switching)."""
-    bull_drift: Annotated[float, Field(ge=-5, le=5)] = 1.2
-    bear_drift: Annotated[float, Field(ge=-5, le=5)] = -0.9
+    bull_drift: Annotated[float, Field(ge=-5, le=5)] = 1.5
+    bear_drift: Annotated[float, Field(ge=-5, le=5)] = -0.6
     chop_drift: Annotated[float, Field(ge=-5, le=5)] = 0.0
-    """Annualised log drift of the market factor in each regime."""
-    crash_rate_per_year: Annotated[float, Field(ge=0, le=50)] = 1.5
+    """Annualised log drift of the market factor in each regime (with the crash defaults the
+    long-run log drift is about +0.08 a year: crypto-like, not a free lunch)."""
+    crash_rate_per_year: Annotated[float, Field(ge=0, le=50)] = 1.0
     """Poisson rate of crash episodes."""
-    crash_depth: Annotated[float, Field(gt=0, lt=0.95)] = 0.25
+    crash_depth: Annotated[float, Field(gt=0, lt=0.95)] = 0.2
     """Mean peak-to-trough loss of a crash episode (fraction)."""
     crash_days: Annotated[float, Field(gt=0, le=60)] = 3.0
     """Mean duration of a crash episode."""
@@ -190,6 +191,59 @@ class ValidationSection(StrictModel):
     flagged illiquid."""
 
 
+class FeaturesSection(StrictModel):
+    lookback_days: Annotated[int, Field(ge=0, le=366)] = 30
+    """Days of earlier bars read to warm up each month's indicators (exponential smoothers, windows);
+    only the month's own rows are emitted."""
+
+
+class WalkForwardSection(StrictModel):
+    train_months: Annotated[int, Field(ge=1, le=240)] = 24
+    test_months: Annotated[int, Field(ge=1, le=60)] = 3
+    step_months: Annotated[int, Field(ge=1, le=60)] = 1
+    """Folds start every `step_months`; walk-forward equity trades each fold's first `step_months`."""
+    label_horizon: Annotated[int, Field(ge=1, le=10_000)] = 24
+    """Bars ahead of the forward-return / direction labels."""
+    purge_bars: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    """Bars dropped from the end of each train window (labels look ahead); null = label_horizon."""
+
+    @model_validator(mode="after")
+    def _step(self) -> WalkForwardSection:
+        if self.step_months > self.test_months:
+            raise ValueError(
+                f"step_months ({self.step_months}) must be <= test_months ({self.test_months}), "
+                "or some months would never be traded"
+            )
+        return self
+
+    @property
+    def purge(self) -> int:
+        return self.label_horizon if self.purge_bars is None else self.purge_bars
+
+
+class CostsSection(StrictModel):
+    """The backtest cost model (DESIGN.md §3.3); rates are fractions (0.001 = 10 bp)."""
+
+    fee_side: Literal["taker", "maker"] = "taker"
+    taker_fee: Annotated[float, Field(ge=0, le=0.1)] = 0.001
+    maker_fee: Annotated[float, Field(ge=0, le=0.1)] = 0.001
+    half_spread: Annotated[float, Field(ge=0, le=0.1)] = 0.0001
+    vol_k: Annotated[float, Field(ge=0, le=10)] = 0.02
+    """Slippage per unit of σ (std of the last `vol_window` close-to-close returns)."""
+    vol_window: Annotated[int, Field(ge=2, le=10_000)] = 24
+    impact_k: Annotated[float, Field(ge=0, le=100)] = 0.5
+    """Square-root impact: impact_k × σ × √(|notional| / dollar volume of the execution bar)."""
+    max_participation: Annotated[float, Field(gt=0, le=1)] | None = 0.05
+    """Fills capped at this fraction of the execution bar's dollar volume; null = no cap."""
+    allow_short: bool = False
+    max_leverage: Annotated[float, Field(gt=0, le=10)] = 1.0
+    funding_rate_8h: Annotated[float, Field(ge=0, le=0.1)] = 0.0
+    """Funding / borrow per 8 h on short notional and gross exposure above 1."""
+
+
+BaselineName = Literal["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
+
+
 class ConstraintsSection(StrictModel):
     max_drawdown: Annotated[float, Field(gt=0, le=1)] = 0.20
     """A strategy passes if its max drawdown (fraction) is at most this."""
@@ -226,5 +280,10 @@ class ExperimentConfig(StrictModel):
     experiment: ExperimentSection
     data: DataSection
     validation: ValidationSection = ValidationSection()
+    features: FeaturesSection = FeaturesSection()
+    walk_forward: WalkForwardSection = WalkForwardSection()
+    costs: CostsSection = CostsSection()
+    baselines: list[BaselineName] = ["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
+    """Rule-based strategies evaluated next to the models."""
     constraints: ConstraintsSection = ConstraintsSection()
     models: ModelsSection = ModelsSection()
