@@ -92,9 +92,10 @@ def _print_bars_summary(config: ExperimentConfig) -> None:
 
     warehouse = Warehouse(experiment_root(config))
     summary = warehouse.query(
-        "SELECT symbol, count(*) AS bars, min(ts) AS first_bar, max(ts) AS last_bar, "
-        "sum(is_filled::INT) AS filled, sum(is_wick_outlier::INT) AS wick_outliers, "
-        "sum(is_illiquid::INT) AS illiquid_bars FROM bars GROUP BY symbol ORDER BY symbol"
+        "SELECT symbol, count(*) AS bars, strftime(min(ts), '%Y-%m-%d %H:%M') AS first_bar, "
+        "strftime(max(ts), '%Y-%m-%d %H:%M') AS last_bar, count(*) FILTER (is_filled) AS filled, "
+        "count(*) FILTER (is_wick_outlier) AS wick_outliers, count(*) FILTER (is_illiquid) AS illiquid_bars "
+        "FROM bars GROUP BY symbol ORDER BY symbol"
     )
     print(f"\nbars in {warehouse.db_path} (open with: duckdb -readonly {warehouse.db_path})")
     with __import__("polars").Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
