@@ -32,6 +32,7 @@ benchmarks: install
 	$(PY) benchmarks/csv_to_bars.py
 	$(PY) benchmarks/dagster_backfill.py
 	$(PY) benchmarks/ccxt_ingest.py
+	$(PY) benchmarks/features_throughput.py
 
 clean-storage:
 	rm -rf storage/*/
