@@ -332,7 +332,7 @@ def test_rvol_is_annualised_with_the_timeframe(bars: pl.DataFrame) -> None:
     np.testing.assert_allclose(r15, r1h * 2.0, rtol=1e-12)  # √35040 / √8760 = 2
 
 
-# --- real fixture bars (skipped when the shared data is absent) ---------------------------------------
+# --- real fixture bars (../shared/data/ohlcv must be present: CI always has it) ---------------------------------------
 
 
 def _fixture_bars(symbol: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
@@ -360,7 +360,6 @@ def _fixture_bars(symbol: str, start: dt.datetime, end: dt.datetime) -> pl.DataF
     )
 
 
-@pytest.mark.skipif(not OHLCV_DIR.is_dir(), reason="shared OHLCV fixtures not present")
 def test_real_bars_with_sol_listing_mid_sample() -> None:
     start, end = dt.datetime(2020, 7, 1, tzinfo=dt.UTC), dt.datetime(2020, 10, 1, tzinfo=dt.UTC)
     real = pl.concat([_fixture_bars(s, start, end) for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT")])

@@ -27,7 +27,6 @@ UTC = dt.UTC
 H = dt.timedelta(hours=1)
 T0 = dt.datetime(2024, 1, 1, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"real OHLCV fixtures not found at {FIXTURES}")
 
 
 def utc(text: str) -> dt.datetime:
@@ -475,7 +474,6 @@ def real_1h() -> pl.DataFrame:
     return pl.concat([read_fixture(f"{b}/USDT", f"{b}USDT_1h.csv") for b in ("BTC", "ETH", "SOL")])
 
 
-@needs_fixtures
 def test_real_1h_gaps_are_exactly_the_readme_list(real_1h: pl.DataFrame) -> None:
     gaps = find_gaps(real_1h, "1h")
     for symbol, table in (("BTC/USDT", README_1H_GAPS), ("ETH/USDT", README_1H_GAPS), ("SOL/USDT", README_1H_GAPS[5:])):
@@ -487,7 +485,6 @@ def test_real_1h_gaps_are_exactly_the_readme_list(real_1h: pl.DataFrame) -> None
         assert report.result("continuity").failures == (32 if symbol != "SOL/USDT" else 20)
 
 
-@needs_fixtures
 def test_real_1h_ffill_gives_a_complete_grid_and_no_hard_errors(real_1h: pl.DataFrame) -> None:
     report = validate_bars(real_1h, "1h", rules(gap_policy="ffill"))
     assert report.errors == [] and report.bars is not None
@@ -508,7 +505,6 @@ def test_real_1h_ffill_gives_a_complete_grid_and_no_hard_errors(real_1h: pl.Data
     assert report.bars.select(BARS_COLUMNS).equals(report.bars) and report.bars.schema == pl.Schema(BARS_SCHEMA)
 
 
-@needs_fixtures
 def test_real_15m_gaps_are_exactly_the_readme_list() -> None:
     raw = pl.concat([read_fixture(f"{b}/USDT", f"{b}USDT_15m_2021H1.csv") for b in ("BTC", "ETH", "SOL")])
     q = dt.timedelta(minutes=15)
@@ -519,7 +515,6 @@ def test_real_15m_gaps_are_exactly_the_readme_list() -> None:
     assert report.bars is not None and report.bars.height == 3 * (13_843 + 39)
 
 
-@needs_fixtures
 def test_real_month_with_history_equals_the_same_month_validated_in_one_piece(real_1h: pl.DataFrame) -> None:
     # 2021-08 holds a 4-bar maintenance gap; July is its history
     jul, aug, sep = utc("2021-07-01 00:00"), utc("2021-08-01 00:00"), utc("2021-09-01 00:00")
