@@ -8,12 +8,17 @@ import polars as pl
 from crypto_assets.storage.warehouse import UNPARTITIONED_KEY, Warehouse
 
 
+PARTITION_BY = "partition_by"
+SPLIT_BY_TS = {PARTITION_BY: "ts"}  # asset metadata for time-partitioned data assets
+
+
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Stores each asset as warehouse table `<asset name>`, one file per partition.
 
-    A time-partitioned frame with a `ts` column is split by partition window, so a single-run backfill
-    over many months writes (and atomically replaces) exactly one file per month; rows outside the
-    run's windows are an error, never silently dropped.
+    An asset whose definition metadata says `partition_by: ts` (the monthly data assets) is split by
+    partition window, so a single-run backfill over many months writes (and atomically replaces)
+    exactly one file per month; rows outside the run's windows are an error, never silently dropped.
+    Other partitioned assets (folds) store one frame per partition key.
     """
 
     storage_root: str
@@ -30,7 +35,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             return
         keys = context.asset_partition_keys
         partitions_def = context.asset_partitions_def
-        if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition) and "ts" in obj.columns:
+        if (context.definition_metadata or {}).get(PARTITION_BY) == "ts":
+            assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
             frames = {}
             for key in keys:
                 window = partitions_def.time_window_for_partition_key(key)
@@ -41,7 +47,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         elif len(keys) == 1:
             frames = {keys[0]: obj}
         else:
-            raise ValueError(f"{table}: cannot split a frame without a `ts` column over {len(keys)} partitions")
+            raise ValueError(f"{table}: one frame for {len(keys)} partitions, and no `partition_by` to split it")
         self.warehouse.write_partitions(table, frames)
         context.add_output_metadata(
             {"rows": obj.height, "partitions_written": len(frames), "table_dir": str(self.warehouse.table_dir(table))}

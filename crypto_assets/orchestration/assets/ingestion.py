@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, section_hash
+from crypto_assets.orchestration.io_managers import SPLIT_BY_TS
 from crypto_assets.orchestration.partitions import data_partitions, fetch_span, previous_month_key
 from crypto_assets.paths import experiment_root
 from crypto_assets.sources.base import RAW_COLUMNS, empty_raw
@@ -56,6 +57,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         io_manager_key="warehouse_io",
         group_name="data",
         kinds={"polars", "parquet"},
+        metadata=SPLIT_BY_TS,
         description=f"Raw OHLCV bars from the `{experiment.data.source}` source, one file per UTC month.",
     )
     def raw_ohlcv(context: dg.AssetExecutionContext, config: IngestConfig) -> dg.Output[pl.DataFrame]:
@@ -99,6 +101,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         io_manager_key="warehouse_io",
         group_name="data",
         kinds={"polars", "parquet", "duckdb"},
+        metadata=SPLIT_BY_TS,
         check_specs=[dg.AssetCheckSpec(name, asset="bars", description=text) for name, text in BAR_CHECKS.items()],
         description="Validated bars on a regular grid per symbol, with quality flags (DESIGN.md §3.2).",
     )
