@@ -49,26 +49,37 @@ def _run(args: argparse.Namespace) -> int:
     home = prepare_instance(config, args.config)
     import dagster as dg
 
-    from crypto_assets.orchestration.definitions import INGEST_JOB, build_definitions
-    from crypto_assets.orchestration.partitions import data_partitions
+    from crypto_assets.folds import fold_keys
+    from crypto_assets.orchestration.assets.research import fold_spec
+    from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, REPORTS_JOB, build_definitions
+    from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions
 
     defs = build_definitions(config)
-    keys = data_partitions(config.data).get_partition_keys()
+    months = data_partitions(config.data).get_partition_keys()
+    folds = fold_keys(config.data.start, data_end_exclusive(config.data), fold_spec(config))
+    logging = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    range_tags = {"dagster/asset_partition_range_start": months[0], "dagster/asset_partition_range_end": months[-1]}
+    # One run per partitions definition, in order (DESIGN.md §2): months in one run, then each fold, then reports.
+    plan: list[tuple[str, str, dict[str, object]]] = [
+        (INGEST_JOB, f"raw_ohlcv → bars → features, {len(months)} months {months[0]} .. {months[-1]} in one run", {"tags": range_tags}),
+        *((FOLDS_JOB, f"fold {key}: dataset, strategies, backtest", {"partition_key": key}) for key in folds),
+        (REPORTS_JOB, "walk-forward equity, kpis, regime_kpis, trials", {}),
+    ]
     print(f"experiment {config.experiment.name!r}: instance {home}")
-    print(f"[1/1] {INGEST_JOB}: raw_ohlcv → bars, {len(keys)} monthly partitions {keys[0]} .. {keys[-1]} in one run")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(INGEST_JOB).execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
-            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-            raise_on_error=False,
-        )
-    print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f} s")
-    if not result.success:
-        print("\n".join(failure_messages(result)), file=sys.stderr)
-        return 1
-    _print_bars_summary(config)
+        for step, (job, label, options) in enumerate(plan, 1):
+            t0 = time.perf_counter()
+            result = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, run_config=logging, raise_on_error=False, **options  # type: ignore[arg-type]
+            )
+            status = "ok" if result.success else "FAILED"
+            print(f"[{step}/{len(plan)}] {label}: {status} ({time.perf_counter() - t0:.1f} s, run {result.run_id[:8]})", flush=True)
+            if not result.success:
+                print("\n".join(failure_messages(result)), file=sys.stderr)
+                return 1
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    _print_summary(config)
     return 0
 
 
@@ -86,20 +97,39 @@ def failure_messages(result: ExecuteInProcessResult) -> list[str]:
     return messages
 
 
-def _print_bars_summary(config: ExperimentConfig) -> None:
+def _print_summary(config: ExperimentConfig) -> None:
+    import polars as pl
+
     from crypto_assets.paths import experiment_root
     from crypto_assets.storage.warehouse import Warehouse
 
     warehouse = Warehouse(experiment_root(config))
-    summary = warehouse.query(
+    bars = warehouse.query(
         "SELECT symbol, count(*) AS bars, strftime(min(ts), '%Y-%m-%d %H:%M') AS first_bar, "
         "strftime(max(ts), '%Y-%m-%d %H:%M') AS last_bar, count(*) FILTER (is_filled) AS filled, "
         "count(*) FILTER (is_wick_outlier) AS wick_outliers, count(*) FILTER (is_illiquid) AS illiquid_bars "
         "FROM bars GROUP BY symbol ORDER BY symbol"
     )
-    print(f"\nbars in {warehouse.db_path} (open with: duckdb -readonly {warehouse.db_path})")
-    with __import__("polars").Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
-        print(summary)
+    kpis = warehouse.query(
+        "SELECT strategy, round(sharpe, 2) AS sharpe, round(sharpe_daily, 2) AS sharpe_daily, round(sortino, 2) AS sortino, "
+        "round(max_drawdown, 3) AS max_dd, round(cagr, 3) AS cagr, round(calmar, 2) AS calmar, round(romad, 2) AS romad, "
+        "round(turnover, 1) AS turnover, round(cost_share, 3) AS cost_share, round(exposure, 2) AS exposure, "
+        "round(psr, 3) AS psr, round(dsr, 3) AS dsr, passes_constraints AS passes "
+        "FROM kpis WHERE scope = 'stitched' ORDER BY sharpe DESC"
+    )
+    folds = warehouse.query(
+        "SELECT strategy, count(*) AS folds, round(median(sharpe), 2) AS median_sharpe, "
+        "round(avg(CASE WHEN total_return > 0 THEN 1 ELSE 0 END), 2) AS share_positive, "
+        "round(max(max_drawdown), 3) AS worst_max_dd FROM kpis WHERE scope <> 'stitched' GROUP BY strategy ORDER BY strategy"
+    )
+    with pl.Config(tbl_rows=200, tbl_cols=30, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=200):
+        print(f"\nbars (warehouse {warehouse.db_path}; open with: duckdb -readonly {warehouse.db_path})")
+        print(bars)
+        print("\nstitched walk-forward KPIs (DESIGN.md §3.4; constraints: "
+              f"max drawdown <= {config.constraints.max_drawdown}, Sharpe >= {config.constraints.min_sharpe})")
+        print(kpis)
+        print("\nper-fold KPIs (test windows)")
+        print(folds)
 
 
 def _home(args: argparse.Namespace) -> int:

@@ -214,6 +214,11 @@ class WalkForwardSection(StrictModel):
                 f"step_months ({self.step_months}) must be <= test_months ({self.test_months}), "
                 "or some months would never be traded"
             )
+        if self.purge_bars is not None and self.purge_bars < self.label_horizon:
+            raise ValueError(
+                f"purge_bars ({self.purge_bars}) must be >= label_horizon ({self.label_horizon}): "
+                "the last train labels would look into the test window"
+            )
         return self
 
     @property

@@ -6,25 +6,49 @@ import dagster as dg
 
 from crypto_assets.config import ExperimentConfig
 from crypto_assets.orchestration.assets.ingestion import build_ingestion_assets
+from crypto_assets.orchestration.assets.research import build_research_assets, fold_spec
 from crypto_assets.orchestration.io_managers import WarehouseIOManager
-from crypto_assets.orchestration.partitions import data_partitions
+from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
 from crypto_assets.orchestration.schedules import build_ingest_schedule
 from crypto_assets.paths import experiment_root
 
 INGEST_JOB = "ingest"
+FOLDS_JOB = "folds"
+REPORTS_JOB = "reports"
 
 
 def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
+    """Three jobs, one per partitions definition (the CLI cannot mix them in one selection):
+    `ingest` (monthly data: raw_ohlcv → bars → features), `folds` (per fold: datasets, strategies,
+    backtests) and `reports` (unpartitioned: walk-forward equity, KPI tables, trials)."""
     ingestion = build_ingestion_assets(experiment)
-    ingest_job = dg.define_asset_job(
-        INGEST_JOB,
-        selection=dg.AssetSelection.assets(*ingestion),
-        partitions_def=data_partitions(experiment.data),
-        description="raw_ohlcv → bars for the selected months (one run for a whole range).",
-    )
+    research = build_research_assets(experiment)
+    by_partitions: dict[str, list[dg.AssetsDefinition]] = {INGEST_JOB: [], FOLDS_JOB: [], REPORTS_JOB: []}
+    months, folds = data_partitions(experiment.data), fold_partitions(experiment.data, fold_spec(experiment))
+    for asset in [*ingestion, *research]:
+        if asset.partitions_def == months:
+            by_partitions[INGEST_JOB].append(asset)
+        elif asset.partitions_def == folds:
+            by_partitions[FOLDS_JOB].append(asset)
+        else:
+            by_partitions[REPORTS_JOB].append(asset)
+    descriptions = {
+        INGEST_JOB: "raw_ohlcv → bars → features for the selected months (one run for a whole range).",
+        FOLDS_JOB: "One walk-forward fold: dataset, strategy weights, backtests.",
+        REPORTS_JOB: "Stitched walk-forward equity and the KPI, regime and trial tables over all folds.",
+    }
+    jobs = [
+        dg.define_asset_job(
+            name,
+            selection=dg.AssetSelection.assets(*assets),
+            partitions_def={INGEST_JOB: months, FOLDS_JOB: folds, REPORTS_JOB: None}[name],
+            description=descriptions[name],
+        )
+        for name, assets in by_partitions.items()
+    ]
     return dg.Definitions(
-        assets=ingestion,
-        jobs=[ingest_job],
-        schedules=[build_ingest_schedule(experiment, ingest_job)],
+        assets=[*ingestion, *research],
+        jobs=jobs,
+        schedules=[build_ingest_schedule(experiment, jobs[0])],
         resources={"warehouse_io": WarehouseIOManager(storage_root=str(experiment_root(experiment)))},
     )

@@ -7,6 +7,7 @@ import datetime as dt
 import dagster as dg
 
 from crypto_assets.config.schema import DataSection
+from crypto_assets.folds import FoldSpec, first_fold_month, fold_keys
 from crypto_assets.timeframes import timeframe_delta
 
 MONTH_FMT = "%Y-%m-%d"
@@ -27,6 +28,28 @@ def data_partitions(data: DataSection) -> dg.MonthlyPartitionsDefinition:
     if data.end is None:
         return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1)
     return dg.MonthlyPartitionsDefinition(start_date=start, end_date=_next_month(data.end).strftime(MONTH_FMT))
+
+
+def data_end_exclusive(data: DataSection, today: dt.date | None = None) -> dt.date:
+    """First day after the data: the day after `data.end`, or today (its month still open)."""
+    return data.end + dt.timedelta(days=1) if data.end is not None else (today or dt.datetime.now(dt.UTC).date())
+
+
+def fold_partitions(data: DataSection, spec: FoldSpec) -> dg.MonthlyPartitionsDefinition:
+    """Fold keys = first month of each test window: from data start + train_months to the newest fold
+    whose test window has fully closed (DESIGN.md §1). Every month is a key; with step_months > 1 the
+    walk-forward stitching uses every step-th fold (crypto_assets.folds.fold_windows)."""
+    monthly = FoldSpec(spec.train_months, spec.test_months, 1, spec.purge_bars, spec.label_horizon)
+    start = first_fold_month(data.start, monthly).strftime(MONTH_FMT)
+    if data.end is None:
+        return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=-(spec.test_months - 1))
+    keys = fold_keys(data.start, data_end_exclusive(data), monthly)
+    if not keys:
+        raise ValueError(
+            f"data {data.start}..{data.end} is too short for one fold of {spec.train_months} train + "
+            f"{spec.test_months} test months (walk_forward section)"
+        )
+    return dg.MonthlyPartitionsDefinition(start_date=start, end_date=_next_month(dt.date.fromisoformat(keys[-1])).strftime(MONTH_FMT))
 
 
 def previous_month_key(key: str) -> str:

@@ -1,0 +1,684 @@
+"""Target-weight backtest engine (DESIGN.md §3.3), shared by the walk-forward backtests and the RL environment.
+
+Timing
+------
+Bars are on a regular grid of `timeframe`; `ts` is the bar's OPEN time. A target weight `w[t, i]` is decided
+from data up to and including the CLOSE of bar `t` and executed at the OPEN of bar `t + 1`. Positions are
+held in units (base-asset quantity) between fills and marked to market at every close. A bar without a weight
+row for a symbol means "no order": the position is held and its weight drifts.
+
+Execution at the open of bar e = t + 1
+--------------------------------------
+    V_open     = cash + Σ_i units_i × mark_i           (mark = open, or the last close where i has no bar at e)
+    desired_i  = target_i × V_open                      (quote currency)
+    traded_i   = desired_i − units_i × open_i           (signed notional; > 0 buys)
+    |filled_i| ≤ max_participation × DV_i,  DV_i = volume_i × open_i of bar e   (rest cancelled, reported)
+    cost_i     = |filled_i| × (fee + slippage_i)        (paid from cash)
+    fee        = taker_fee, or maker_fee when fee_side == "maker"
+    slippage_i = half_spread + vol_k × σ_i              ("slippage" column: spread + volatility part)
+               + impact_k × σ_i × √(|filled_i| / DV_i)  ("impact" column: square-root law, on the filled size)
+
+σ_i is the sample standard deviation (ddof=1) of the close-to-close simple returns of symbol i in the last
+`vol_window` bars up to and including the decision bar t (a return needs both its bars; bars before listing or
+in a data gap contribute none). With fewer than 2 such returns σ_i = 0, so only the fee and half-spread apply.
+A fully filled order sets units_i = target_i × V_open / open_i (exactly 0 for a zero target); a partial fill
+adds filled_i / open_i. An order cannot fill on a bar where the symbol has no bar (a gap), nor on a zero-volume
+bar (DV = 0) when a participation cap is set or impact_k > 0 (the square-root term would be infinite).
+
+Holding costs (funding / borrow), accrued pro rata at every close
+-----------------------------------------------------------------
+    funding_t = funding_rate_8h × (bar length / 8 h) × (short notional + borrowed notional)
+    short notional    = Σ_i max(−units_i, 0) × close_i
+    borrowed notional = max(long notional − V_pre, 0),  V_pre = cash + long − short before the charge
+i.e. shorts pay on their notional and longs beyond equity pay on the borrowed part. Long exposure financed by
+short proceeds counts as borrowed; a short is not charged twice (charging gross − 1 would do that). Pro-rata
+accrual (not a charge at 00/08/16 UTC) gives the same amount per 8 h on any timeframe without making results
+depend on where a backtest window starts relative to the funding clock.
+
+Defaults (`CostModel()`): taker 0.10 % (Binance spot VIP 0), maker 0.10 %, half-spread 1 bp, vol_k 0.02,
+impact_k 0.5 (square-root law coefficient of order 1/2; σ √(Q/DV) is timeframe-free under random-walk scaling),
+vol_window 24 bars, participation cap 5 % of the execution bar's dollar volume, long-only, gross leverage ≤ 1,
+no funding. Impact and the participation cap depend on absolute notional: pass `initial_value` in quote
+currency (e.g. 100_000 USDT) for them to mean something; with the default 1.0 they are negligible.
+
+Not modelled: margin calls / liquidation (equity may go negative), exchange minimum order sizes, lot sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from crypto_assets.timeframes import timeframe_delta
+
+TS_DTYPE = pl.Datetime("us", "UTC")
+FUNDING_PERIOD_S = 8 * 3600.0
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Trading and holding costs. Rates are fractions (0.001 = 0.1 % = 10 bp)."""
+
+    taker_fee: float = 0.001
+    """Fee rate on traded notional for market orders (Binance spot VIP 0: 0.1 %)."""
+    maker_fee: float = 0.001
+    """Fee rate when `fee_side == "maker"` (Binance spot VIP 0 charges 0.1 % for makers too)."""
+    fee_side: Literal["taker", "maker"] = "taker"
+    half_spread: float = 0.0001
+    """Half the bid-ask spread, a fraction of price, paid on every fill."""
+    vol_k: float = 0.02
+    """Slippage per unit of bar volatility σ (≈ drift of the price over a few seconds of latency at 1h)."""
+    vol_window: int = 24
+    """Bars of close-to-close returns (up to the decision bar) in σ."""
+    impact_k: float = 0.5
+    """Square-root impact coefficient: impact = impact_k × σ × √(|notional| / DV)."""
+    max_participation: float | None = 0.05
+    """Fills are capped at this fraction of the execution bar's dollar volume DV; None = no cap."""
+    allow_short: bool = False
+    max_leverage: float = 1.0
+    """Cap on gross exposure Σ|w| of the targets given at one decision bar (scaled down proportionally)."""
+    funding_rate_8h: float = 0.0
+    """Funding / borrow rate per 8 hours on short notional and on borrowed long notional (perp-style)."""
+
+    def __post_init__(self) -> None:
+        for name in ("taker_fee", "maker_fee", "half_spread", "vol_k", "impact_k", "funding_rate_8h"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"CostModel.{name} must be a finite number >= 0, got {value!r}")
+        if self.fee_side not in ("taker", "maker"):
+            raise ValueError(f"CostModel.fee_side must be 'taker' or 'maker', got {self.fee_side!r}")
+        if not (isinstance(self.vol_window, int) and self.vol_window >= 2):
+            raise ValueError(f"CostModel.vol_window must be an int >= 2, got {self.vol_window!r}")
+        if self.max_participation is not None and not (0 < self.max_participation < math.inf):
+            raise ValueError(f"CostModel.max_participation must be > 0 or None, got {self.max_participation!r}")
+        if not (0 < self.max_leverage < math.inf):
+            raise ValueError(f"CostModel.max_leverage must be > 0, got {self.max_leverage!r}")
+
+    @property
+    def fee(self) -> float:
+        """The fee rate that applies (taker or maker)."""
+        return self.maker_fee if self.fee_side == "maker" else self.taker_fee
+
+    @property
+    def zero_volume_blocks(self) -> bool:
+        """Whether an order on a zero-volume bar is unfillable (cap set, or infinite impact)."""
+        return self.max_participation is not None or self.impact_k > 0
+
+
+@dataclass
+class _Panel:
+    """Dense (T × N) arrays over the regular grid; NaN where a symbol has no bar."""
+
+    symbols: list[str]
+    ts_us: np.ndarray  # (T,) int64 bar open times in µs
+    step_us: int
+    open: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    has_bar: np.ndarray  # bool
+    first_bar: np.ndarray  # (N,) index of each symbol's first bar
+
+
+def _ts_series(name: str, ts_us: np.ndarray, valid: np.ndarray | None = None) -> pl.Series:
+    """µs epoch integers → Datetime(us, UTC); null where `valid` is False."""
+    s = pl.Series(name, ts_us.astype(np.int64)).cast(TS_DTYPE)
+    if valid is not None and not valid.all():
+        s = s.to_frame().select(pl.when(pl.Series(valid)).then(pl.col(name))).to_series()
+    return s
+
+
+def _fmt_ts(ts_us: int) -> str:
+    return str(_ts_series("ts", np.array([ts_us]))[0])
+
+
+def _epoch_us(frame: pl.DataFrame, what: str) -> np.ndarray:
+    dtype = frame.schema["ts"]
+    if not isinstance(dtype, pl.Datetime):
+        raise ValueError(f"{what}.ts must be a Datetime column (bar open time, UTC), got {dtype}")
+    # Naive timestamps are read as UTC; aware ones are converted.
+    ts = frame["ts"] if dtype.time_zone is None else frame["ts"].dt.convert_time_zone("UTC")
+    return ts.dt.replace_time_zone(None).dt.epoch("us").to_numpy().astype(np.int64)
+
+
+def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks columns {missing}; it has {frame.columns}")
+    for c in columns:
+        n = frame[c].null_count()
+        if n:
+            raise ValueError(f"{what}.{c} has {n} null values")
+
+
+def _first_duplicate(cell: np.ndarray, n_cells: int) -> int | None:
+    """Row index of the first repeat of a (bar, symbol) cell id, or None."""
+    counts = np.bincount(cell, minlength=n_cells)
+    if counts.max(initial=0) <= 1:
+        return None
+    return int(np.nonzero(counts[cell] > 1)[0][0])
+
+
+def _build_panel(bars: pl.DataFrame, timeframe: str) -> _Panel:
+    _require(bars, ["symbol", "ts", "open", "close", "volume"], "bars")
+    if bars.height == 0:
+        raise ValueError("bars is empty")
+    step_us = int(timeframe_delta(timeframe).total_seconds() * 1_000_000)
+    ts_us = _epoch_us(bars, "bars")
+    symbols = sorted(bars["symbol"].unique().to_list())
+    sym_idx = bars["symbol"].cast(pl.Enum(symbols)).to_physical().to_numpy().astype(np.int64)
+    t0, t1 = int(ts_us.min()), int(ts_us.max())
+    off = ts_us - t0
+    bad = np.nonzero(off % step_us)[0]
+    if bad.size:
+        raise ValueError(
+            f"bars off the {timeframe} grid: {bars['symbol'][int(bad[0])]} at {_fmt_ts(int(ts_us[bad[0]]))}"
+        )
+    n_t, n_s = (t1 - t0) // step_us + 1, len(symbols)
+    t_idx = off // step_us
+    dup = _first_duplicate(t_idx * n_s + sym_idx, n_t * n_s)
+    if dup is not None:
+        raise ValueError(f"duplicate bar for {symbols[sym_idx[dup]]} at {_fmt_ts(int(ts_us[dup]))}")
+    cell = t_idx * n_s + sym_idx
+    values = {}
+    for col in ("open", "close", "volume"):
+        arr = bars[col].cast(pl.Float64).to_numpy()
+        ok = np.isfinite(arr) & ((arr >= 0) if col == "volume" else (arr > 0))
+        if not ok.all():
+            k = int(np.nonzero(~ok)[0][0])
+            raise ValueError(
+                f"bars.{col} must be finite and {'>= 0' if col == 'volume' else '> 0'}: "
+                f"{bars['symbol'][k]} at {_fmt_ts(int(ts_us[k]))} has {arr[k]}"
+            )
+        panel = np.full(n_t * n_s, np.nan)
+        panel[cell] = arr
+        values[col] = panel.reshape(n_t, n_s)
+    has_bar = ~np.isnan(values["close"])
+    first_bar = np.argmax(has_bar, axis=0)
+    return _Panel(
+        symbols=symbols,
+        ts_us=t0 + np.arange(n_t, dtype=np.int64) * step_us,
+        step_us=step_us,
+        open=values["open"],
+        close=values["close"],
+        volume=values["volume"],
+        has_bar=has_bar,
+        first_bar=first_bar,
+    )
+
+
+def _weight_panel(weights: pl.DataFrame, p: _Panel, costs: CostModel) -> tuple[np.ndarray, np.ndarray]:
+    """The requested weights as a T × N panel (NaN = no order) and the leverage-cap scale of each decision
+    bar (T,); validates the strict rules."""
+    _require(weights, ["symbol", "ts", "weight"], "weights")
+    n_t, n_s = p.open.shape
+    requested = np.full(n_t * n_s, np.nan)
+    if weights.height == 0:
+        return requested.reshape(n_t, n_s), np.ones(n_t)
+    unknown = sorted(set(weights["symbol"].unique().to_list()) - set(p.symbols))
+    if unknown:
+        raise ValueError(f"weights name symbols without bars: {unknown}")
+    ts_us = _epoch_us(weights, "weights")
+    sym = weights["symbol"].cast(pl.Enum(p.symbols)).to_physical().to_numpy().astype(np.int64)
+    w = weights["weight"].cast(pl.Float64).to_numpy()
+    off = ts_us - p.ts_us[0]
+    bad = np.nonzero((off % p.step_us != 0) | (off < 0) | (off > p.ts_us[-1] - p.ts_us[0]))[0]
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"weight for {p.symbols[sym[k]]} at {_fmt_ts(int(ts_us[k]))} is not on the bars' grid")
+    t_idx = off // p.step_us
+
+    def where(k: int) -> str:
+        return f"{p.symbols[sym[k]]} at {_fmt_ts(int(ts_us[k]))}"
+
+    if not np.isfinite(w).all():
+        raise ValueError(f"weight must be finite: {where(int(np.nonzero(~np.isfinite(w))[0][0]))}")
+    dup = _first_duplicate(t_idx * n_s + sym, n_t * n_s)
+    if dup is not None:
+        raise ValueError(f"duplicate weight rows for {where(dup)}")
+    pre = np.nonzero((t_idx < p.first_bar[sym]) & (w != 0))[0]
+    if pre.size:
+        raise ValueError(f"nonzero weight {w[pre[0]]} before listing (no bar yet) for {where(int(pre[0]))}")
+    if not costs.allow_short:
+        neg = np.nonzero(w < 0)[0]
+        if neg.size:
+            raise ValueError(f"negative weight {w[neg[0]]} (short) but costs.allow_short is False: {where(int(neg[0]))}")
+    requested[t_idx * n_s + sym] = w
+    gross = np.bincount(t_idx, weights=np.abs(w), minlength=n_t)
+    # Proportional scaling keeps the strategy's relative bets when it asks for more than the leverage cap.
+    scale = np.where(gross > costs.max_leverage, costs.max_leverage / np.where(gross > 0, gross, 1.0), 1.0)
+    return requested.reshape(n_t, n_s), scale
+
+
+def _window_sum(x: np.ndarray, window: int) -> np.ndarray:
+    """Sum of rows t−window+1 .. t of each column (fewer at the start)."""
+    c = np.cumsum(x, axis=0)
+    out = c.copy()
+    out[window:] -= c[:-window]
+    return out
+
+
+def _rolling_sigma(close: np.ndarray, has_bar: np.ndarray, window: int) -> np.ndarray:
+    """σ[t, i]: std (ddof=1) of the valid close-to-close returns in bars t−window+1 .. t (0 if fewer than 2)."""
+    n_t, n_s = close.shape
+    ret = np.full((n_t, n_s), np.nan)
+    valid = np.zeros((n_t, n_s), dtype=bool)
+    valid[1:] = has_bar[1:] & has_bar[:-1]
+    with np.errstate(invalid="ignore"):
+        ret[1:] = close[1:] / close[:-1] - 1.0
+    # Centre each column before the running sums so the windowed variance does not cancel catastrophically.
+    cnt_all = valid.sum(axis=0)
+    centre = np.where(cnt_all > 0, np.where(valid, ret, 0.0).sum(axis=0) / np.maximum(cnt_all, 1), 0.0)
+    x = np.where(valid, ret - centre, 0.0)
+    s1, s2, n = _window_sum(x, window), _window_sum(x * x, window), _window_sum(valid.astype(np.float64), window)
+    n = np.rint(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (s2 - s1 * s1 / n) / (n - 1)
+    return np.where(n >= 2, np.sqrt(np.maximum(var, 0.0)), 0.0)
+
+
+@dataclass(frozen=True)
+class _Sim:
+    """Dense (T × N) results of the simulation, kept for building the long-format outputs on demand."""
+
+    p: _Panel
+    costs: CostModel
+    initial_value: float
+    requested: np.ndarray  # weights as given at decision bars, NaN = no order
+    scale: np.ndarray  # (T,) leverage-cap factor of each decision bar: target = requested × scale
+    units: np.ndarray  # units held at each close
+    cash: np.ndarray  # cash at each close (after fills and funding)
+    value: np.ndarray  # portfolio value at each close
+    funding: np.ndarray  # funding charged at each close
+    filled: np.ndarray  # filled notional at each open (signed)
+    requested_notional: np.ndarray  # traded notional before the participation cap
+    v_open: np.ndarray  # portfolio value at the open of execution bars (NaN elsewhere)
+    mark_open: np.ndarray
+    mark_close: np.ndarray
+    rate: np.ndarray  # fee + half_spread + vol_k σ at each execution bar
+    impact_coef: np.ndarray | None  # impact_k σ / √DV at each execution bar (None when impact_k = 0)
+    k_fund: float  # funding fraction per bar
+
+    def fill_costs(self, t_idx: np.ndarray, s_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fee, slippage, impact) of the fills at cells (t, s)."""
+        size = np.abs(self.filled[t_idx, s_idx])
+        fee = self.costs.fee
+        impact = np.zeros_like(size) if self.impact_coef is None else size * np.sqrt(size) * self.impact_coef[t_idx, s_idx]
+        return size * fee, size * (self.rate[t_idx, s_idx] - fee), impact
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Outputs of `run_backtest`. `ts` is always a bar's open time (Datetime us UTC); money is in quote currency.
+
+    Per-bar frames (one row per bar of the grid), built eagerly:
+    - equity: `ts, value, cash` at each bar's close (value = cash + Σ units × close, after that bar's fills
+      and funding).
+    - returns: `ts, return`, the net simple return of each bar, value_t / value_{t−1} − 1 (value_{−1} =
+      initial_value, so the first bar's return is 0: nothing executes before the first close).
+    - costs: `ts, fees, slippage, impact, funding, total` paid in each bar.
+    - turnover: `ts, traded_notional` (Σ|filled notional| at the open) and `turnover` (traded_notional /
+      portfolio value at that open; 0 without fills); `total_turnover` is the sum of `turnover`.
+    - n_scaled: decision bars whose targets were scaled down by the leverage cap.
+
+    Long-format frames, built on first access (they can hold T × N rows):
+    - positions: `symbol, ts, units, value, weight` at each close, from the symbol's first bar on.
+    - weights: one row per order: `symbol, ts` (decision bar), `exec_ts` (next bar; null for an order on the
+      last bar, which never executes), `requested` (as given), `target` (after the leverage cap), `filled`
+      (position after execution / portfolio value at the execution open: equals `target` when fully filled,
+      the pre-trade weight when cancelled; null when never executed).
+    - trades: fills, `symbol, ts` (execution bar), `side` (buy/sell), `units` (signed), `price` (the open),
+      `notional` (signed, > 0 buys), `requested_notional` (before the participation cap), `fee`,
+      `slippage` (half-spread + vol part), `impact` (square-root part), `cost` (their sum).
+    - round_trips: DESIGN §3.4 trades: one opens when a position leaves zero and closes when it returns to zero
+      or flips sign. `symbol, side` (long/short), `entry_ts, exit_ts` (execution bars; exit null while open),
+      `closed`, `entry_notional` (|notional| of the opening fill), `costs` (fees + slippage + impact + funding
+      attributed to it) and `pnl` (after those costs; open trades are marked at the last close). A flip fill
+      is split between the closing and the opening trade in proportion to units. Funding is attributed to
+      the positions that caused it (shorts on their notional, borrowing pro rata to long notional), so
+      Σ pnl = final value − initial value.
+    """
+
+    equity: pl.DataFrame
+    returns: pl.DataFrame
+    costs: pl.DataFrame
+    turnover: pl.DataFrame
+    total_turnover: float
+    n_scaled: int
+    _sim: _Sim = field(repr=False)
+
+    @cached_property
+    def positions(self) -> pl.DataFrame:
+        return _positions(self._sim)
+
+    @cached_property
+    def weights(self) -> pl.DataFrame:
+        return _orders(self._sim)
+
+    @cached_property
+    def trades(self) -> pl.DataFrame:
+        return _fills(self._sim)
+
+    @cached_property
+    def round_trips(self) -> pl.DataFrame:
+        return _round_trips(self._sim)
+
+
+def run_backtest(
+    bars: pl.DataFrame,
+    weights: pl.DataFrame,
+    costs: CostModel = CostModel(),
+    *,
+    initial_value: float = 1.0,
+    timeframe: str = "1h",
+) -> BacktestResult:
+    """Simulate target-weight trading of `bars` under `weights`.
+
+    bars: long format `symbol, ts, open, close, volume` (+ any other columns, ignored); `ts` = bar open time
+    (UTC; naive timestamps are read as UTC) on the `timeframe` grid; prices in quote currency, volume in base
+    units. Symbols may start (list) mid-sample; missing bars after listing are gaps (no fills there, positions
+    marked at the last close).
+    weights: long format `symbol, ts, weight`: the target fraction of portfolio value decided at the close of
+    bar `ts` and executed at the open of the next bar (a symbol without a row at `ts` gets no order).
+    costs: see `CostModel` and the module docstring. initial_value: starting cash in quote currency.
+
+    Raises ValueError for malformed inputs, a nonzero weight where the symbol has not listed yet, or a short
+    when `costs.allow_short` is False.
+    """
+    if not (math.isfinite(initial_value) and initial_value > 0):
+        raise ValueError(f"initial_value must be > 0, got {initial_value!r}")
+    p = _build_panel(bars, timeframe)
+    requested, scale = _weight_panel(weights, p, costs)
+    n_t, n_s = p.open.shape
+    gaps = not p.has_bar.all()
+
+    # ---- vectorised pre-computation, rows indexed by execution bar e (decision bar e − 1) -------------
+    # Marks: last known close (0 before listing, where units are 0); at an open, the open or the last close.
+    mark_close = np.nan_to_num(_ffill(p.close), nan=0.0) if gaps else p.close
+    mark_open = np.where(p.has_bar, p.open, _shift_down(mark_close)) if gaps else p.open
+    dollar_vol = p.volume * p.open
+    if gaps:
+        dollar_vol[~p.has_bar] = 0.0
+    has_order = _shift_down(~np.isnan(requested), fill=False)  # an order executes at the next open ...
+    # visit every bar with orders, even unfillable ones: their `filled` weight needs the value at that open
+    exec_bars = np.nonzero(has_order.any(axis=1))[0].tolist()
+    live = has_order & p.has_bar  # ... if there is a bar then, and volume where it matters
+    if costs.zero_volume_blocks:
+        live &= dollar_vol > 0
+    tgt = _shift_down(requested * scale[:, None])
+    tgt[~live] = 0.0
+    inv_px = np.divide(1.0, p.open, out=np.zeros((n_t, n_s)), where=live)
+    use_sigma = costs.vol_k > 0 or costs.impact_k > 0
+    sigma = _shift_down(_rolling_sigma(p.close, p.has_bar, costs.vol_window)) if use_sigma else None
+    # rate = fee + half-spread + vol_k σ (fee + "slippage"); the impact part depends on the fill size.
+    rate = np.full((n_t, n_s), costs.fee + costs.half_spread)
+    if costs.vol_k > 0:
+        rate += costs.vol_k * sigma  # type: ignore[operator]
+    use_impact = costs.impact_k > 0
+    impact_coef = None
+    if use_impact:
+        impact_coef = np.divide(costs.impact_k * sigma, np.sqrt(dollar_vol), out=np.zeros((n_t, n_s)), where=live)
+    capped = costs.max_participation is not None
+    cap = costs.max_participation * dollar_vol if costs.max_participation is not None else dollar_vol
+    k_fund = costs.funding_rate_8h * (p.step_us / 1e6) / FUNDING_PERIOD_S
+
+    # ---- sequential part: fills depend on the running portfolio value; loop over execution bars only ---
+    units = np.zeros(n_s)
+    cash = float(initial_value)
+    U = np.zeros((n_t, n_s))  # units at each close (written at execution bars, forward-filled below)
+    CASH = np.full(n_t, np.nan)
+    FUND = np.zeros(n_t)
+    TR = np.zeros((n_t, n_s))
+    REQ = np.zeros((n_t, n_s)) if capped else TR
+    VOPEN = np.full(n_t, np.nan)
+
+    def hold(a: int, b: int, cash: float) -> float:
+        """Closes a .. b−1 with fixed units when funding accrues: charge it bar by bar; return the cash after."""
+        U[a:b] = units
+        long_n = (mark_close[a:b] @ np.maximum(units, 0.0)).tolist()
+        short_n = (mark_close[a:b] @ np.maximum(-units, 0.0)).tolist()
+        for j, (lg, sh) in enumerate(zip(long_n, short_n)):
+            f = k_fund * (sh + max(lg - (cash + lg - sh), 0.0))
+            cash -= f
+            FUND[a + j] = f
+            CASH[a + j] = cash
+        return cash
+
+    prev = 0
+    for e in exec_bars:
+        if k_fund:
+            cash = hold(prev, e, cash)
+        mo = mark_open[e]
+        v_open = cash + units @ mo
+        desired = tgt[e] * v_open
+        traded = np.where(live[e], desired - units * mo, 0.0)
+        if capped:
+            REQ[e] = traded
+            c = cap[e]
+            filled = np.minimum(np.maximum(traded, -c), c)
+            # A full fill lands exactly on the target (a zero target gives exactly 0 units); a partial one
+            # adds what was filled.
+            units = np.where(live[e] & (filled == traded), desired * inv_px[e], units + filled * inv_px[e])
+        else:
+            filled = traded
+            units = np.where(live[e], desired * inv_px[e], units)
+        size = np.abs(filled)
+        cost = size @ rate[e]
+        if use_impact:
+            cost += (size * np.sqrt(size)) @ impact_coef[e]  # type: ignore[index]
+        cash -= np.add.reduce(filled) + cost
+        TR[e] = filled
+        VOPEN[e] = v_open
+        U[e] = units
+        CASH[e] = cash
+        prev = e
+    if k_fund:
+        hold(prev, n_t, cash)
+    else:  # no funding: state only changes at execution bars, so forward-fill it
+        last = np.maximum.accumulate(np.where(np.isnan(CASH), -1, np.arange(n_t)))
+        U = np.where((last >= 0)[:, None], U[np.maximum(last, 0)], 0.0)
+        CASH = np.where(last >= 0, CASH[np.maximum(last, 0)], float(initial_value))
+    VALUE = CASH + (U * mark_close).sum(axis=1)
+
+    sim = _Sim(
+        p=p, costs=costs, initial_value=float(initial_value), requested=requested, scale=scale, units=U,
+        cash=CASH, value=VALUE, funding=FUND, filled=TR, requested_notional=REQ, v_open=VOPEN,
+        mark_open=mark_open, mark_close=mark_close, rate=rate, impact_coef=impact_coef, k_fund=k_fund,
+    )
+    # per-bar cost breakdown, summed over the fills of each execution bar
+    fees_b, slip_b, imp_b, traded = (np.zeros(n_t) for _ in range(4))
+    if exec_bars:
+        rows = np.asarray(exec_bars)
+        t_idx, s_idx = np.repeat(rows, n_s), np.tile(np.arange(n_s), rows.size)
+        for out, part in zip((fees_b, slip_b, imp_b), sim.fill_costs(t_idx, s_idx)):
+            out[rows] = part.reshape(rows.size, n_s).sum(axis=1)
+        traded[rows] = np.abs(TR[rows]).sum(axis=1)
+    turn = np.where(traded > 0, traded / np.where(np.isnan(VOPEN), 1.0, VOPEN), 0.0)
+    ts = _ts_series("ts", p.ts_us)
+    prev_value = np.concatenate([[initial_value], VALUE[:-1]])
+    return BacktestResult(
+        equity=pl.DataFrame([ts, pl.Series("value", VALUE), pl.Series("cash", CASH)]),
+        returns=pl.DataFrame([ts, pl.Series("return", VALUE / prev_value - 1.0)]),
+        costs=pl.DataFrame(
+            [
+                ts,
+                pl.Series("fees", fees_b),
+                pl.Series("slippage", slip_b),
+                pl.Series("impact", imp_b),
+                pl.Series("funding", FUND),
+                pl.Series("total", fees_b + slip_b + imp_b + FUND),
+            ]
+        ),
+        turnover=pl.DataFrame([ts, pl.Series("traded_notional", traded), pl.Series("turnover", turn)]),
+        total_turnover=float(turn.sum()),
+        n_scaled=int(np.count_nonzero(scale < 1.0)),
+        _sim=sim,
+    )
+
+
+def _shift_down(a: np.ndarray, fill: float | bool = 0.0) -> np.ndarray:
+    """Row t of the result is row t − 1 of `a` (decision bar → execution bar); row 0 is `fill`."""
+    out = np.empty_like(a)
+    out[0] = fill
+    out[1:] = a[:-1]
+    return out
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN down each column (leading NaN stay)."""
+    idx = np.where(~np.isnan(a), np.arange(a.shape[0])[:, None], 0)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    return np.take_along_axis(a, idx, axis=0)
+
+
+def _symbols(p: _Panel, s_idx: np.ndarray) -> pl.Series:
+    return pl.Series("symbol", p.symbols, dtype=pl.String).gather(s_idx)
+
+
+def _cells(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(t, s) indices of the True cells of a (T × N) mask, ordered by symbol then bar."""
+    flat = np.flatnonzero(mask.T)
+    n_t = mask.shape[0]
+    return flat % n_t, flat // n_t
+
+
+def _positions(sim: _Sim) -> pl.DataFrame:
+    p = sim.p
+    t_idx, s_idx = _cells(np.arange(p.open.shape[0])[:, None] >= p.first_bar[None, :])
+    units = sim.units[t_idx, s_idx]
+    value = units * sim.mark_close[t_idx, s_idx]
+    return pl.DataFrame(
+        [
+            _symbols(p, s_idx),
+            _ts_series("ts", p.ts_us[t_idx]),
+            pl.Series("units", units),
+            pl.Series("value", value),
+            pl.Series("weight", value / sim.value[t_idx]),
+        ]
+    )
+
+
+def _orders(sim: _Sim) -> pl.DataFrame:
+    p = sim.p
+    n_t = p.open.shape[0]
+    t_idx, s_idx = _cells(~np.isnan(sim.requested))
+    has_next = t_idx + 1 < n_t
+    e = np.minimum(t_idx + 1, n_t - 1)
+    filled = sim.units[e, s_idx] * sim.mark_open[e, s_idx] / sim.v_open[e]
+    return pl.DataFrame(
+        [
+            _symbols(p, s_idx),
+            _ts_series("ts", p.ts_us[t_idx]),
+            _ts_series("exec_ts", p.ts_us[e], valid=has_next),
+            pl.Series("requested", sim.requested[t_idx, s_idx]),
+            pl.Series("target", sim.requested[t_idx, s_idx] * sim.scale[t_idx]),
+            pl.Series("filled", np.where(has_next, filled, np.nan)).fill_nan(None),
+        ]
+    )
+
+
+def _fills(sim: _Sim) -> pl.DataFrame:
+    p = sim.p
+    t_idx, s_idx = _cells(sim.filled != 0)
+    notional = sim.filled[t_idx, s_idx]
+    fee, slip, imp = sim.fill_costs(t_idx, s_idx)
+    return pl.DataFrame(
+        [
+            _symbols(p, s_idx),
+            _ts_series("ts", p.ts_us[t_idx]),
+            pl.Series("side", ["sell", "buy"], dtype=pl.String).gather((notional > 0).astype(np.int64)),
+            pl.Series("units", sim.units[t_idx, s_idx] - sim.units[t_idx - 1, s_idx]),  # t >= 1 for any fill
+            pl.Series("price", sim.mark_open[t_idx, s_idx]),
+            pl.Series("notional", notional),
+            pl.Series("requested_notional", sim.requested_notional[t_idx, s_idx]),
+            pl.Series("fee", fee),
+            pl.Series("slippage", slip),
+            pl.Series("impact", imp),
+            pl.Series("cost", fee + slip + imp),
+        ]
+    )
+
+
+ROUND_TRIP_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "side": pl.String(),
+    "entry_ts": TS_DTYPE,
+    "exit_ts": TS_DTYPE,
+    "closed": pl.Boolean(),
+    "entry_notional": pl.Float64(),
+    "costs": pl.Float64(),
+    "pnl": pl.Float64(),
+}
+
+
+def _round_trips(sim: _Sim) -> pl.DataFrame:
+    """Segment each symbol's fills (ordered by symbol, then bar) into DESIGN §3.4 round trips."""
+    p = sim.p
+    n_t, n_s = sim.units.shape
+    t_idx, s_idx = _cells(sim.filled != 0)
+    if t_idx.size == 0:
+        return pl.DataFrame(schema=ROUND_TRIP_SCHEMA)
+    u0, u1 = sim.units[t_idx - 1, s_idx], sim.units[t_idx, s_idx]
+    flip = (u0 * u1) < 0
+    opens = ((u0 == 0) & (u1 != 0)) | flip
+    closes = (u0 != 0) & ((u1 == 0) | flip)
+    # A symbol's first fill starts from 0 units and so opens a trade: ids never straddle two symbols.
+    trade = np.cumsum(opens) - 1
+    n_tr = int(trade[-1]) + 1
+    # Share of a flip fill (by units) that closes the old trade; the rest opens the new one.
+    part_close = np.where(flip, np.abs(u0) / np.where(flip, np.abs(u1 - u0), 1.0), 0.0)
+    fee, slip, imp = sim.fill_costs(t_idx, s_idx)
+    cost = fee + slip + imp
+    flow = -sim.filled[t_idx, s_idx] - cost  # cash received (sells) or paid (buys), less costs
+    pnl = np.bincount(trade, weights=flow * (1 - part_close), minlength=n_tr)
+    tcost = np.bincount(trade, weights=cost * (1 - part_close), minlength=n_tr)
+    prev_trade = trade[flip] - 1
+    pnl += np.bincount(prev_trade, weights=flow[flip] * part_close[flip], minlength=n_tr)
+    tcost += np.bincount(prev_trade, weights=cost[flip] * part_close[flip], minlength=n_tr)
+
+    # Funding over the closes a fill's position is held (its bar .. the symbol's next fill − 1).
+    same_next = np.append(s_idx[1:] == s_idx[:-1], False)
+    t_next = np.where(same_next, np.append(t_idx[1:], n_t), n_t)
+    if sim.k_fund > 0:
+        fund_p = _funding_by_symbol(sim)
+        cum = np.vstack([np.zeros((1, n_s)), np.cumsum(fund_p, axis=0)])
+        fund = cum[t_next, s_idx] - cum[t_idx, s_idx]
+        held = u1 != 0
+        fund_tr = np.bincount(trade[held], weights=fund[held], minlength=n_tr)
+        pnl -= fund_tr
+        tcost += fund_tr
+    # Trades still open at the end are marked at the last close.
+    last = ~same_next & (u1 != 0)
+    pnl[trade[last]] += u1[last] * sim.mark_close[-1, s_idx[last]]
+
+    open_rows = np.nonzero(opens)[0]
+    close_rows = np.nonzero(closes)[0]
+    exit_t = np.full(n_tr, -1, dtype=np.int64)
+    exit_t[trade[close_rows] - flip[close_rows]] = t_idx[close_rows]
+    closed = exit_t >= 0
+    return pl.DataFrame(
+        [
+            _symbols(p, s_idx[open_rows]),
+            pl.Series("side", ["short", "long"], dtype=pl.String).gather((u1[open_rows] > 0).astype(np.int64)),
+            _ts_series("entry_ts", p.ts_us[t_idx[open_rows]]),
+            _ts_series("exit_ts", p.ts_us[np.maximum(exit_t, 0)], valid=closed),
+            pl.Series("closed", closed),
+            pl.Series("entry_notional", np.abs(sim.filled[t_idx[open_rows], s_idx[open_rows]]) * (1 - part_close[open_rows])),
+            pl.Series("costs", tcost),
+            pl.Series("pnl", pnl),
+        ]
+    )
+
+
+def _funding_by_symbol(sim: _Sim) -> np.ndarray:
+    """(T × N) funding attributed to each symbol: shorts on their notional, borrowing pro rata to longs."""
+    long_p = np.maximum(sim.units, 0.0) * sim.mark_close
+    short_p = np.maximum(-sim.units, 0.0) * sim.mark_close
+    long_tot = long_p.sum(axis=1)
+    borrow = np.maximum(long_tot - (sim.value + sim.funding), 0.0)  # value before the charge
+    share = np.where(long_tot > 0, borrow / np.where(long_tot > 0, long_tot, 1.0), 0.0)
+    return sim.k_fund * (short_p + long_p * share[:, None])

@@ -1,0 +1,160 @@
+"""Per-bar strategy results → KPI tables (per fold and stitched, and per ex-post regime).
+
+Plain Python on polars frames; the Dagster assets `backtest`, `walk_forward_equity`, `kpis`,
+`regime_kpis` and `trials` are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import polars as pl
+
+from crypto_assets.backtest import BacktestResult
+from crypto_assets.metrics import compute_kpis, deflated_sharpe, probabilistic_sharpe
+
+STITCHED = "stitched"
+COST_COLUMNS = ("fees", "slippage", "impact", "funding")
+
+
+def per_bar_results(result: BacktestResult, strategy: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+    """One engine run cut to [start, end): `strategy, ts, equity, return, <costs>, cost, turnover,
+    gross_exposure`. Equity is rebased to 1 at the window's first bar; costs and turnover are fractions
+    of the portfolio value at the window's start (initial value 1)."""
+    window = (pl.col("ts") >= start) & (pl.col("ts") < end)
+    exposure = result.positions.group_by("ts").agg(pl.col("weight").abs().sum().alias("gross_exposure"))
+    frame = (
+        result.returns.join(result.costs, on="ts", how="left")
+        .join(result.equity.select("ts", "value"), on="ts", how="left")
+        .join(result.turnover.select("ts", "turnover"), on="ts", how="left")
+        .join(exposure, on="ts", how="left")
+        .filter(window)
+        .sort("ts")
+    )
+    if frame.is_empty():
+        raise ValueError(f"{strategy}: the backtest has no bars in [{start}, {end})")
+    # Rebase so the window starts at value 1; the first window bar's return is kept as is.
+    base = frame["value"][0] / (1.0 + frame["return"][0])
+    return frame.select(
+        pl.lit(strategy).alias("strategy"),
+        "ts",
+        (pl.col("value") / base).alias("equity"),
+        "return",
+        *[(pl.col(c) / base).alias(c) for c in COST_COLUMNS],
+        (pl.col("total") / base).alias("cost"),
+        pl.col("turnover").fill_null(0.0),
+        pl.col("gross_exposure").fill_null(0.0),
+    )
+
+
+def _cost_share(returns: np.ndarray, cost: np.ndarray, equity_end: float) -> float:
+    """Fraction of the pre-cost profit eaten by costs: costs / (net profit + costs); NaN if the
+    strategy lost money before costs (the share of a loss is meaningless)."""
+    total_cost = float(cost.sum())
+    gross = (equity_end - 1.0) + total_cost
+    return total_cost / gross if gross > 0 else math.nan
+
+
+def kpi_rows(
+    per_bar: pl.DataFrame,
+    round_trips: pl.DataFrame | None,
+    periods_per_year: int,
+    *,
+    scope: str,
+    max_drawdown_limit: float,
+    min_sharpe: float,
+) -> list[dict[str, object]]:
+    """KPI rows, one per strategy in `per_bar` (a fold's test window or the stitched run).
+
+    Beyond `compute_kpis`: turnover (Σ per-bar turnover), total costs and their split, cost share,
+    exposure (mean gross exposure) and time in market, probabilistic Sharpe (vs 0) and the deflated
+    Sharpe over the strategies in this scope (n_trials = their count, variance of their per-bar
+    Sharpes; NaN for one strategy), and pass / fail against the constraints."""
+    rows: list[dict[str, object]] = []
+    per_bar_sharpes: dict[str, float] = {}
+    for strategy, group in per_bar.sort("ts").group_by("strategy", maintain_order=True):
+        name = str(strategy[0])
+        r = group["return"].to_numpy()
+        trades = None
+        if round_trips is not None and not round_trips.is_empty():
+            trades = round_trips.filter(pl.col("strategy") == name)
+        kpis = compute_kpis(r, periods_per_year, timestamps=group["ts"], trades=trades)
+        sd = float(np.std(r, ddof=1)) if r.size > 1 else math.nan
+        per_bar_sharpes[name] = float(np.mean(r)) / sd if sd and sd > 0 else math.nan
+        costs = {f"cost_{c}": float(group[c].sum()) for c in COST_COLUMNS}
+        passed = kpis["max_drawdown"] <= max_drawdown_limit and kpis["sharpe"] >= min_sharpe
+        rows.append(
+            {
+                "scope": scope,
+                "strategy": name,
+                "start": group["ts"].min(),
+                "end": group["ts"].max(),
+                **kpis,
+                "turnover": float(group["turnover"].sum()),
+                "total_cost": float(group["cost"].sum()),
+                **costs,
+                "cost_share": _cost_share(r, group["cost"].to_numpy(), float(group["equity"][-1])),
+                "exposure": float(group["gross_exposure"].mean()),  # type: ignore[arg-type]
+                "time_in_market": float((group["gross_exposure"] > 1e-9).mean()),  # type: ignore[arg-type]
+                "psr": probabilistic_sharpe(r) if r.size > 2 else math.nan,
+                "passes_constraints": bool(passed),
+            }
+        )
+    finite = [s for s in per_bar_sharpes.values() if math.isfinite(s)]
+    variance = float(np.var(finite, ddof=1)) if len(finite) > 1 else math.nan
+    for row in rows:
+        r = per_bar.filter(pl.col("strategy") == row["strategy"])["return"].to_numpy()
+        n = len(rows)
+        row["dsr"] = deflated_sharpe(r, n, variance) if n > 1 and math.isfinite(variance) and r.size > 2 else math.nan
+        row["n_trials"] = n
+    return rows
+
+
+def regime_kpi_rows(per_bar: pl.DataFrame, regimes: pl.DataFrame, periods_per_year: int) -> pl.DataFrame:
+    """KPIs of each strategy's stitched returns within each ex-post regime (bull / bear / chop × high /
+    low volatility, from `regimes`: `ts, xp_trend_regime, xp_vol_regime`), plus exposure by regime.
+
+    The bars of one regime are not contiguous: Sharpe, Sortino and mean exposure are well defined on
+    them; the drawdown is that of the returns chained in time order (time spent elsewhere removed)."""
+    joined = per_bar.join(regimes, on="ts", how="inner")
+    rows: list[dict[str, object]] = []
+    keys = ["strategy", "xp_trend_regime", "xp_vol_regime"]
+    for key, group in joined.sort("ts").group_by(keys, maintain_order=True):
+        r = group["return"].to_numpy()
+        if r.size < 2:
+            continue
+        kpis = compute_kpis(r, periods_per_year)
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "bars": r.size,
+                "share_of_bars": r.size / joined.filter(pl.col("strategy") == key[0]).height,
+                "sharpe": kpis["sharpe"],
+                "sortino": kpis["sortino"],
+                "total_return": kpis["total_return"],
+                "max_drawdown": kpis["max_drawdown"],
+                "volatility": kpis["volatility"],
+                "exposure": float(group["gross_exposure"].mean()),  # type: ignore[arg-type]
+                "time_in_market": float((group["gross_exposure"] > 1e-9).mean()),  # type: ignore[arg-type]
+            }
+        )
+    return pl.DataFrame(rows).sort(keys) if rows else pl.DataFrame()
+
+
+def markdown_table(frame: pl.DataFrame, columns: list[str], digits: int = 3) -> str:
+    """A compact markdown table for Dagster metadata and the CLI."""
+    if frame.is_empty():
+        return "(empty)"
+
+    def fmt(value: object) -> str:
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+        if isinstance(value, dt.datetime):
+            return value.strftime("%Y-%m-%d")
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.select(columns).iter_rows()]
+    return "\n".join(lines)
