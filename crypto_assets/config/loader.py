@@ -103,8 +103,9 @@ def _digest(payload: Any) -> str:
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    """Fingerprint of the whole experiment (defaults included), for provenance."""
-    return _digest(config.model_dump(mode="json"))
+    """Fingerprint of the whole experiment (defaults included), for provenance. Where results are
+    stored (`experiment.storage_dir`) does not change them, so it is left out."""
+    return _digest(config.model_dump(mode="json", exclude={"experiment": {"storage_dir"}}))
 
 
 def section_hash(config: ExperimentConfig, *sections: str) -> str:

@@ -1,0 +1,119 @@
+"""The research graph through Dagster: features → folds → baselines → backtests → KPI tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from crypto_assets.cli import main
+from crypto_assets.config import load_config
+from crypto_assets.features import compute_features
+from crypto_assets.paths import experiment_root
+from crypto_assets.storage.warehouse import Warehouse
+
+STRATEGIES = ["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
+FOLDS = ["2024-03-01", "2024-04-01", "2024-05-01"]  # train 2 months, test 2 months, data Jan..Jun
+
+
+def write_config(tmp_path: Path, name: str) -> Path:
+    raw = {
+        "experiment": {"name": name, "gpu_id": None, "seed": 11, "storage_dir": str(tmp_path / "storage")},
+        "data": {"tickers": ["BTC/USDT", "ETH/USDT"], "timeframe": "1h", "source": "synthetic", "start": "2024-01-01", "end": "2024-06-30"},
+        "walk_forward": {"train_months": 2, "test_months": 2, "step_months": 1, "label_horizon": 12},
+        "constraints": {"max_drawdown": 0.3, "min_sharpe": 0.5},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """One end-to-end `crypto-lab run` of a tiny experiment, shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("study")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("DAGSTER_HOME", raising=False)
+        patch.delenv("CRYPTO_ASSETS_CONFIG", raising=False)
+        assert main(["run", "--config", str(write_config(tmp_path, "study")), "--log-level", "ERROR"]) == 0
+    return Warehouse(experiment_root(load_config(tmp_path / "study.yaml")))
+
+
+def test_every_table_is_in_the_warehouse(study: Warehouse) -> None:
+    for table in ("bars", "features", "fold_dataset", "backtest", "weights", "trades", "walk_forward_equity", "kpis", "regime_kpis", "trials"):
+        assert study.query(f"SELECT count(*) AS n FROM {table}")["n"][0] > 0, table
+    assert study.stored_keys("backtest") == FOLDS
+
+
+def test_features_with_lookback_equal_a_full_history_run(study: Warehouse) -> None:
+    bars = study.read_table("bars")
+    stored = study.read_table("features").sort("symbol", "ts")
+    full = compute_features(bars, "1h").sort("symbol", "ts")
+    columns = [c for c in full.columns if c not in ("symbol", "ts")]
+    # From February on every month was computed from a lookback, not the whole history.
+    late = pl.col("ts") >= dt.datetime(2024, 2, 1, tzinfo=dt.UTC)
+    a, b = stored.filter(late).select(columns).to_numpy(), full.filter(late).select(columns).to_numpy()
+    assert a.shape == b.shape
+    assert ((a - b) == 0).mean() > 0.9 and abs(a - b).max() < 1e-8
+
+
+def test_fold_dataset_is_purged_and_scaled_on_train(study: Warehouse) -> None:
+    fold = study.read_partitions("fold_dataset", ["2024-04-01"])
+    train, test = fold.filter(pl.col("split") == "train"), fold.filter(pl.col("split") == "test")
+    assert train["ts"].max() == dt.datetime(2024, 3, 31, 23, tzinfo=dt.UTC) - dt.timedelta(hours=12)  # purge = horizon
+    assert test["ts"].min() == dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
+    assert test["ts"].max() == dt.datetime(2024, 5, 31, 23, tzinfo=dt.UTC)
+    # Robust z-scores: medians of the train window are 0, values clipped to ±3.
+    rsi = train["rsi_14"].drop_nulls()
+    assert abs(rsi.median()) < 1e-9 and rsi.abs().max() <= 3.0  # type: ignore[operator]
+    assert {"label_fwd_ret_12", "label_dir_12"} <= set(fold.columns)
+
+
+def test_walk_forward_trades_every_month_exactly_once(study: Warehouse) -> None:
+    equity = study.read_table("walk_forward_equity")
+    for strategy in STRATEGIES:
+        ts = equity.filter(pl.col("strategy") == strategy)["ts"].sort()
+        assert ts.is_unique().all()
+        assert ts.min() == dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+        assert ts.max() == dt.datetime(2024, 6, 30, 23, tzinfo=dt.UTC)  # newest fold trades its whole window
+        assert ts.len() == (31 + 30 + 31 + 30) * 24
+
+
+def test_kpis_per_fold_and_stitched_with_provenance(study: Warehouse) -> None:
+    kpis = study.read_table("kpis")
+    assert sorted(kpis["scope"].unique().to_list()) == [*FOLDS, "stitched"]
+    assert kpis.height == (len(FOLDS) + 1) * len(STRATEGIES)
+    for column in ("experiment", "config_hash", "seed", "git_commit", "data_fingerprint", "package_versions"):
+        assert kpis[column].null_count() == 0, column
+    assert kpis["experiment"].unique().to_list() == ["study"]
+    row = kpis.filter((pl.col("scope") == "stitched") & (pl.col("strategy") == "buy_and_hold_btc")).row(0, named=True)
+    equity = study.read_table("walk_forward_equity").filter(pl.col("strategy") == "buy_and_hold_btc").sort("ts")
+    assert row["total_return"] == pytest.approx(equity["equity"][-1] - 1.0, rel=1e-9)
+    assert row["passes_constraints"] == (row["max_drawdown"] <= 0.3 and row["sharpe"] >= 0.5)
+    assert row["exposure"] > 0.9  # fully invested, drifting only through costs
+    assert all(0.0 <= v <= 1.0 for v in kpis["psr"].to_list() if not math.isnan(v))
+
+
+def test_regime_kpis_and_trials(study: Warehouse) -> None:
+    regimes = study.read_table("regime_kpis")
+    assert set(regimes["strategy"].unique().to_list()) == set(STRATEGIES)
+    assert set(regimes["xp_trend_regime"].unique().to_list()) <= {"bull", "bear", "chop"}
+    shares = regimes.group_by("strategy").agg(pl.col("share_of_bars").sum())
+    assert all(abs(v - 1.0) < 1e-9 for v in shares["share_of_bars"].to_list())
+    trials = study.read_table("trials")
+    assert trials.height == len(STRATEGIES) * len(FOLDS)
+    assert trials["params"].n_unique() == 1
+
+
+def test_same_config_and_seed_give_identical_kpis(study: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("CRYPTO_ASSETS_CONFIG", raising=False)
+    path = write_config(tmp_path, "study")  # same name and seed, other storage folder
+    assert main(["run", "--config", str(path), "--log-level", "ERROR"]) == 0
+    again = Warehouse(experiment_root(load_config(path))).read_table("kpis").sort("scope", "strategy")
+    first = study.read_table("kpis").sort("scope", "strategy")
+    assert again.drop("git_commit").equals(first.drop("git_commit"))
