@@ -7,6 +7,14 @@ from data up to and including the CLOSE of bar `t` and executed at the OPEN of b
 held in units (base-asset quantity) between fills and marked to market at every close. A bar without a weight
 row for a symbol means "no order": the position is held and its weight drifts.
 
+Orders
+------
+Weights are fractions of portfolio value; 1 − Σw is cash. A nonzero weight at a bar where the symbol has not
+listed yet (no bar at or before it) is a ValueError naming symbol and ts, and so is a negative weight unless
+`allow_short`. If the gross Σ|w| of the rows given at one decision bar exceeds `max_leverage`, those targets
+are scaled down proportionally (reported as `requested` vs `target`); positions held without a row at that
+bar do not count towards it (give every symbol a row to cap the whole book).
+
 Execution at the open of bar e = t + 1
 --------------------------------------
     V_open     = cash + Σ_i units_i × mark_i           (mark = open, or the last close where i has no bar at e)
@@ -42,6 +50,12 @@ no funding. Impact and the participation cap depend on absolute notional: pass `
 currency (e.g. 100_000 USDT) for them to mean something; with the default 1.0 they are negligible.
 
 Not modelled: margin calls / liquidation (equity may go negative), exchange minimum order sizes, lot sizes.
+A symbol whose bars stop (delisting, end of data) keeps its position, marked at its last close.
+
+Implementation: inputs become dense (bars × symbols) numpy panels; σ, dollar volume, caps and rates are
+vectorised; the recursion (each fill depends on the value left by the previous bar) is one loop over the bars
+that have orders (every bar when funding accrues), vectorised over symbols. Long-format outputs are built on
+first access.
 """
 
 from __future__ import annotations
@@ -139,7 +153,8 @@ def _fmt_ts(ts_us: int) -> str:
 def _epoch_us(frame: pl.DataFrame, what: str) -> np.ndarray:
     dtype = frame.schema["ts"]
     if not isinstance(dtype, pl.Datetime):
-        raise ValueError(f"{what}.ts must be a Datetime column (bar open time, UTC), got {dtype}")
+        # ValueError like every other bad input, so callers have one exception to handle
+        raise ValueError(f"{what}.ts must be a Datetime column (bar open time, UTC), got {dtype}")  # noqa: TRY004
     # Naive timestamps are read as UTC; aware ones are converted.
     ts = frame["ts"] if dtype.time_zone is None else frame["ts"].dt.convert_time_zone("UTC")
     return ts.dt.replace_time_zone(None).dt.epoch("us").to_numpy().astype(np.int64)
@@ -246,7 +261,9 @@ def _weight_panel(weights: pl.DataFrame, p: _Panel, costs: CostModel) -> tuple[n
     if not costs.allow_short:
         neg = np.nonzero(w < 0)[0]
         if neg.size:
-            raise ValueError(f"negative weight {w[neg[0]]} (short) but costs.allow_short is False: {where(int(neg[0]))}")
+            raise ValueError(
+                f"negative weight {w[neg[0]]} (short) but costs.allow_short is False: {where(int(neg[0]))}"
+            )
     requested[t_idx * n_s + sym] = w
     gross = np.bincount(t_idx, weights=np.abs(w), minlength=n_t)
     # Proportional scaling keeps the strategy's relative bets when it asks for more than the leverage cap.
@@ -307,11 +324,13 @@ class _Sim:
         """(fee, slippage, impact) of the fills at cells (t, s)."""
         size = np.abs(self.filled[t_idx, s_idx])
         fee = self.costs.fee
-        impact = np.zeros_like(size) if self.impact_coef is None else size * np.sqrt(size) * self.impact_coef[t_idx, s_idx]
+        impact = (
+            np.zeros_like(size) if self.impact_coef is None else size * np.sqrt(size) * self.impact_coef[t_idx, s_idx]
+        )
         return size * fee, size * (self.rate[t_idx, s_idx] - fee), impact
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BacktestResult:
     """Outputs of `run_backtest`. `ts` is always a bar's open time (Datetime us UTC); money is in quote currency.
 
@@ -412,82 +431,53 @@ def run_backtest(
     tgt = _shift_down(requested * scale[:, None])
     tgt[~live] = 0.0
     inv_px = np.divide(1.0, p.open, out=np.zeros((n_t, n_s)), where=live)
-    use_sigma = costs.vol_k > 0 or costs.impact_k > 0
-    sigma = _shift_down(_rolling_sigma(p.close, p.has_bar, costs.vol_window)) if use_sigma else None
+    sigma = np.zeros((n_t, n_s))  # σ of the decision bar, on the execution bar's row
+    if costs.vol_k > 0 or costs.impact_k > 0:
+        sigma = _shift_down(_rolling_sigma(p.close, p.has_bar, costs.vol_window))
     # rate = fee + half-spread + vol_k σ (fee + "slippage"); the impact part depends on the fill size.
     rate = np.full((n_t, n_s), costs.fee + costs.half_spread)
     if costs.vol_k > 0:
-        rate += costs.vol_k * sigma  # type: ignore[operator]
-    use_impact = costs.impact_k > 0
+        rate += costs.vol_k * sigma
     impact_coef = None
-    if use_impact:
+    if costs.impact_k > 0:
         impact_coef = np.divide(costs.impact_k * sigma, np.sqrt(dollar_vol), out=np.zeros((n_t, n_s)), where=live)
-    capped = costs.max_participation is not None
-    cap = costs.max_participation * dollar_vol if costs.max_participation is not None else dollar_vol
+    cap = None if costs.max_participation is None else costs.max_participation * dollar_vol
     k_fund = costs.funding_rate_8h * (p.step_us / 1e6) / FUNDING_PERIOD_S
 
-    # ---- sequential part: fills depend on the running portfolio value; loop over execution bars only ---
-    units = np.zeros(n_s)
-    cash = float(initial_value)
-    U = np.zeros((n_t, n_s))  # units at each close (written at execution bars, forward-filled below)
-    CASH = np.full(n_t, np.nan)
-    FUND = np.zeros(n_t)
-    TR = np.zeros((n_t, n_s))
-    REQ = np.zeros((n_t, n_s)) if capped else TR
-    VOPEN = np.full(n_t, np.nan)
-
-    def hold(a: int, b: int, cash: float) -> float:
-        """Closes a .. b−1 with fixed units when funding accrues: charge it bar by bar; return the cash after."""
-        U[a:b] = units
-        long_n = (mark_close[a:b] @ np.maximum(units, 0.0)).tolist()
-        short_n = (mark_close[a:b] @ np.maximum(-units, 0.0)).tolist()
-        for j, (lg, sh) in enumerate(zip(long_n, short_n)):
-            f = k_fund * (sh + max(lg - (cash + lg - sh), 0.0))
-            cash -= f
-            FUND[a + j] = f
-            CASH[a + j] = cash
-        return cash
-
-    prev = 0
-    for e in exec_bars:
-        if k_fund:
-            cash = hold(prev, e, cash)
-        mo = mark_open[e]
-        v_open = cash + units @ mo
-        desired = tgt[e] * v_open
-        traded = np.where(live[e], desired - units * mo, 0.0)
-        if capped:
-            REQ[e] = traded
-            c = cap[e]
-            filled = np.minimum(np.maximum(traded, -c), c)
-            # A full fill lands exactly on the target (a zero target gives exactly 0 units); a partial one
-            # adds what was filled.
-            units = np.where(live[e] & (filled == traded), desired * inv_px[e], units + filled * inv_px[e])
-        else:
-            filled = traded
-            units = np.where(live[e], desired * inv_px[e], units)
-        size = np.abs(filled)
-        cost = size @ rate[e]
-        if use_impact:
-            cost += (size * np.sqrt(size)) @ impact_coef[e]  # type: ignore[index]
-        cash -= np.add.reduce(filled) + cost
-        TR[e] = filled
-        VOPEN[e] = v_open
-        U[e] = units
-        CASH[e] = cash
-        prev = e
-    if k_fund:
-        hold(prev, n_t, cash)
-    else:  # no funding: state only changes at execution bars, so forward-fill it
-        last = np.maximum.accumulate(np.where(np.isnan(CASH), -1, np.arange(n_t)))
-        U = np.where((last >= 0)[:, None], U[np.maximum(last, 0)], 0.0)
-        CASH = np.where(last >= 0, CASH[np.maximum(last, 0)], float(initial_value))
+    # ---- sequential part: fills depend on the running portfolio value ---------------------------------
+    U, CASH, FUND, TR, REQ, VOPEN = _simulate(
+        np.asarray(exec_bars, dtype=np.int64),
+        mark_open,
+        mark_close,
+        tgt,
+        live,
+        inv_px,
+        rate,
+        impact_coef,
+        cap,
+        k_fund,
+        float(initial_value),
+    )
     VALUE = CASH + (U * mark_close).sum(axis=1)
 
     sim = _Sim(
-        p=p, costs=costs, initial_value=float(initial_value), requested=requested, scale=scale, units=U,
-        cash=CASH, value=VALUE, funding=FUND, filled=TR, requested_notional=REQ, v_open=VOPEN,
-        mark_open=mark_open, mark_close=mark_close, rate=rate, impact_coef=impact_coef, k_fund=k_fund,
+        p=p,
+        costs=costs,
+        initial_value=float(initial_value),
+        requested=requested,
+        scale=scale,
+        units=U,
+        cash=CASH,
+        value=VALUE,
+        funding=FUND,
+        filled=TR,
+        requested_notional=REQ,
+        v_open=VOPEN,
+        mark_open=mark_open,
+        mark_close=mark_close,
+        rate=rate,
+        impact_coef=impact_coef,
+        k_fund=k_fund,
     )
     # per-bar cost breakdown, summed over the fills of each execution bar
     fees_b, slip_b, imp_b, traded = (np.zeros(n_t) for _ in range(4))
@@ -518,6 +508,84 @@ def run_backtest(
         n_scaled=int(np.count_nonzero(scale < 1.0)),
         _sim=sim,
     )
+
+
+def _simulate(
+    exec_bars: np.ndarray,
+    mark_open: np.ndarray,
+    mark_close: np.ndarray,
+    tgt: np.ndarray,
+    live: np.ndarray,
+    inv_px: np.ndarray,
+    rate: np.ndarray,
+    impact_coef: np.ndarray | None,
+    cap: np.ndarray | None,
+    k_fund: float,
+    initial_value: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bar-by-bar recursion, vectorised over symbols; rows are execution bars (see `run_backtest`).
+
+    Visits only the bars with orders, plus every bar when funding accrues (it changes cash at each close).
+    Returns (units at each close, cash at each close, funding at each close, filled notional, notional
+    requested before the participation cap, portfolio value at the open of execution bars).
+    """
+    n_t, n_s = mark_open.shape
+    units = np.zeros(n_s)
+    cash = initial_value
+    U = np.zeros((n_t, n_s))  # written at execution bars, forward-filled below (or by hold() with funding)
+    CASH = np.full(n_t, np.nan)
+    FUND = np.zeros(n_t)
+    TR = np.zeros((n_t, n_s))
+    REQ = np.zeros((n_t, n_s)) if cap is not None else TR
+    VOPEN = np.full(n_t, np.nan)
+
+    def hold(a: int, b: int, cash: float) -> float:
+        """Closes a .. b−1 with fixed units when funding accrues: charge it bar by bar; return the cash after."""
+        U[a:b] = units
+        long_n = (mark_close[a:b] @ np.maximum(units, 0.0)).tolist()
+        short_n = (mark_close[a:b] @ np.maximum(-units, 0.0)).tolist()
+        for j, (lg, sh) in enumerate(zip(long_n, short_n)):
+            f = k_fund * (sh + max(lg - (cash + lg - sh), 0.0))  # borrowed = long − value before the charge
+            cash -= f
+            FUND[a + j] = f
+            CASH[a + j] = cash
+        return cash
+
+    prev = 0
+    for e in exec_bars.tolist():
+        if k_fund:
+            cash = hold(prev, e, cash)
+        mo = mark_open[e]
+        v_open = cash + units @ mo
+        desired = tgt[e] * v_open
+        traded = np.where(live[e], desired - units * mo, 0.0)
+        if cap is not None:
+            REQ[e] = traded
+            c = cap[e]
+            filled = np.minimum(np.maximum(traded, -c), c)
+            # A full fill lands exactly on the target (a zero target gives exactly 0 units); a partial one
+            # adds what was filled.
+            units = np.where(live[e] & (filled == traded), desired * inv_px[e], units + filled * inv_px[e])
+        else:
+            filled = traded
+            units = np.where(live[e], desired * inv_px[e], units)
+        size = np.abs(filled)
+        cost = size @ rate[e]
+        if impact_coef is not None:
+            cost += (size * np.sqrt(size)) @ impact_coef[e]
+        cash -= np.add.reduce(filled) + cost
+        TR[e] = filled
+        VOPEN[e] = v_open
+        U[e] = units
+        CASH[e] = cash
+        prev = e
+    if k_fund:
+        hold(prev, n_t, cash)
+    else:  # no funding: the state only changes at execution bars, so forward-fill it
+        last = np.maximum.accumulate(np.where(np.isnan(CASH), -1, np.arange(n_t)))
+        U = np.where((last >= 0)[:, None], U[np.maximum(last, 0)], 0.0)
+        CASH = np.where(last >= 0, CASH[np.maximum(last, 0)], initial_value)
+    return U, CASH, FUND, TR, REQ, VOPEN
 
 
 def _shift_down(a: np.ndarray, fill: float | bool = 0.0) -> np.ndarray:
@@ -667,7 +735,9 @@ def _round_trips(sim: _Sim) -> pl.DataFrame:
             _ts_series("entry_ts", p.ts_us[t_idx[open_rows]]),
             _ts_series("exit_ts", p.ts_us[np.maximum(exit_t, 0)], valid=closed),
             pl.Series("closed", closed),
-            pl.Series("entry_notional", np.abs(sim.filled[t_idx[open_rows], s_idx[open_rows]]) * (1 - part_close[open_rows])),
+            pl.Series(
+                "entry_notional", np.abs(sim.filled[t_idx[open_rows], s_idx[open_rows]]) * (1 - part_close[open_rows])
+            ),
             pl.Series("costs", tcost),
             pl.Series("pnl", pnl),
         ]

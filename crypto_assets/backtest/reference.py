@@ -22,7 +22,7 @@ from crypto_assets.timeframes import timeframe_delta
 
 
 def _utc(ts: dt.datetime) -> dt.datetime:
-    return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
+    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
 
 
 def reference_backtest(
@@ -92,13 +92,28 @@ def reference_backtest(
             tr["costs"] += cost * share
             tr["exit_ts"], tr["closed"] = ts, True
             round_trips.append(tr)
-            current[sym] = {"symbol": sym, "side": "long" if u1 > 0 else "short", "entry_ts": ts, "exit_ts": None,
-                            "closed": False, "entry_notional": abs(notional) * (1 - share),
-                            "pnl": flow * (1 - share), "costs": cost * (1 - share)}
+            current[sym] = {
+                "symbol": sym,
+                "side": "long" if u1 > 0 else "short",
+                "entry_ts": ts,
+                "exit_ts": None,
+                "closed": False,
+                "entry_notional": abs(notional) * (1 - share),
+                "pnl": flow * (1 - share),
+                "costs": cost * (1 - share),
+            }
             return
         if u0 == 0:
-            current[sym] = {"symbol": sym, "side": "long" if u1 > 0 else "short", "entry_ts": ts, "exit_ts": None,
-                            "closed": False, "entry_notional": abs(notional), "pnl": 0.0, "costs": 0.0}
+            current[sym] = {
+                "symbol": sym,
+                "side": "long" if u1 > 0 else "short",
+                "entry_ts": ts,
+                "exit_ts": None,
+                "closed": False,
+                "entry_notional": abs(notional),
+                "pnl": 0.0,
+                "costs": 0.0,
+            }
         tr = current[sym]
         tr["pnl"] += flow
         tr["costs"] += cost
@@ -141,15 +156,33 @@ def reference_backtest(
                         cash -= filled + fee + slip + imp
                         fees, slips, imps = fees + fee, slips + slip, imps + imp
                         traded_total += size
-                        trades.append({"symbol": s, "ts": ts, "side": "buy" if filled > 0 else "sell",
-                                       "units": units[s] - before, "price": price, "notional": filled,
-                                       "requested_notional": wanted, "fee": fee, "slippage": slip, "impact": imp,
-                                       "cost": fee + slip + imp})
+                        trades.append(
+                            {
+                                "symbol": s,
+                                "ts": ts,
+                                "side": "buy" if filled > 0 else "sell",
+                                "units": units[s] - before,
+                                "price": price,
+                                "notional": filled,
+                                "requested_notional": wanted,
+                                "fee": fee,
+                                "slippage": slip,
+                                "impact": imp,
+                                "cost": fee + slip + imp,
+                            }
+                        )
                         book(s, ts, units[s] - before, -filled - (fee + slip + imp), fee + slip + imp, filled)
                 mark = b[0] if b is not None else last_close[s]
-                order_rows.append({"symbol": s, "ts": grid[k - 1], "exec_ts": ts,
-                                   "requested": orders[grid[k - 1]][s], "target": target,
-                                   "filled": units[s] * mark / v_open})
+                order_rows.append(
+                    {
+                        "symbol": s,
+                        "ts": grid[k - 1],
+                        "exec_ts": ts,
+                        "requested": orders[grid[k - 1]][s],
+                        "target": target,
+                        "filled": units[s] * mark / v_open,
+                    }
+                )
         for s in symbols:
             b = bar.get((s, ts))
             if b is not None:
@@ -170,15 +203,32 @@ def reference_backtest(
                     current[s]["costs"] += part
         value = cash + sum(units[s] * last_close[s] for s in symbols)
         equity.append({"ts": ts, "value": value, "cash": cash})
-        cost_rows.append({"ts": ts, "fees": fees, "slippage": slips, "impact": imps, "funding": funding,
-                          "total": fees + slips + imps + funding})
-        turnover.append({"ts": ts, "traded_notional": traded_total,
-                         "turnover": traded_total / v_open if traded_total > 0 else 0.0})
+        cost_rows.append(
+            {
+                "ts": ts,
+                "fees": fees,
+                "slippage": slips,
+                "impact": imps,
+                "funding": funding,
+                "total": fees + slips + imps + funding,
+            }
+        )
+        turnover.append(
+            {"ts": ts, "traded_notional": traded_total, "turnover": traded_total / v_open if traded_total > 0 else 0.0}
+        )
     # orders decided at the last bar never execute
     if grid[-1] in targets:
         for s, target in targets[grid[-1]].items():
-            order_rows.append({"symbol": s, "ts": grid[-1], "exec_ts": None, "requested": orders[grid[-1]][s],
-                               "target": target, "filled": None})
+            order_rows.append(
+                {
+                    "symbol": s,
+                    "ts": grid[-1],
+                    "exec_ts": None,
+                    "requested": orders[grid[-1]][s],
+                    "target": target,
+                    "filled": None,
+                }
+            )
     for s, tr in current.items():
         tr["pnl"] += units[s] * last_close[s]
         round_trips.append(tr)
@@ -186,19 +236,48 @@ def reference_backtest(
     ts_type = pl.Datetime("us", "UTC")
     return {
         "equity": pl.DataFrame(equity, schema={"ts": ts_type, "value": pl.Float64, "cash": pl.Float64}),
-        "costs": pl.DataFrame(cost_rows, schema={"ts": ts_type, **{c: pl.Float64 for c in
-                                                                  ("fees", "slippage", "impact", "funding", "total")}}),
-        "turnover": pl.DataFrame(turnover, schema={"ts": ts_type, "traded_notional": pl.Float64, "turnover": pl.Float64}),
+        "costs": pl.DataFrame(
+            cost_rows,
+            schema={"ts": ts_type, **{c: pl.Float64 for c in ("fees", "slippage", "impact", "funding", "total")}},
+        ),
+        "turnover": pl.DataFrame(
+            turnover, schema={"ts": ts_type, "traded_notional": pl.Float64, "turnover": pl.Float64}
+        ),
         "total_turnover": sum(r["turnover"] for r in turnover),
-        "trades": pl.DataFrame(trades, schema={"symbol": pl.String, "ts": ts_type, "side": pl.String,
-                                               **{c: pl.Float64 for c in ("units", "price", "notional",
-                                                                           "requested_notional", "fee", "slippage",
-                                                                           "impact", "cost")}}),
-        "weights": pl.DataFrame(order_rows, schema={"symbol": pl.String, "ts": ts_type, "exec_ts": ts_type,
-                                                    "requested": pl.Float64, "target": pl.Float64,
-                                                    "filled": pl.Float64}),
-        "round_trips": pl.DataFrame(round_trips, schema={"symbol": pl.String, "side": pl.String,
-                                                         "entry_ts": ts_type, "exit_ts": ts_type,
-                                                         "closed": pl.Boolean, "entry_notional": pl.Float64,
-                                                         "costs": pl.Float64, "pnl": pl.Float64}),
+        "trades": pl.DataFrame(
+            trades,
+            schema={
+                "symbol": pl.String,
+                "ts": ts_type,
+                "side": pl.String,
+                **{
+                    c: pl.Float64
+                    for c in ("units", "price", "notional", "requested_notional", "fee", "slippage", "impact", "cost")
+                },
+            },
+        ),
+        "weights": pl.DataFrame(
+            order_rows,
+            schema={
+                "symbol": pl.String,
+                "ts": ts_type,
+                "exec_ts": ts_type,
+                "requested": pl.Float64,
+                "target": pl.Float64,
+                "filled": pl.Float64,
+            },
+        ),
+        "round_trips": pl.DataFrame(
+            round_trips,
+            schema={
+                "symbol": pl.String,
+                "side": pl.String,
+                "entry_ts": ts_type,
+                "exit_ts": ts_type,
+                "closed": pl.Boolean,
+                "entry_notional": pl.Float64,
+                "costs": pl.Float64,
+                "pnl": pl.Float64,
+            },
+        ),
     }

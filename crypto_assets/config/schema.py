@@ -243,7 +243,7 @@ class CostsSection(StrictModel):
     allow_short: bool = False
     max_leverage: Annotated[float, Field(gt=0, le=10)] = 1.0
     funding_rate_8h: Annotated[float, Field(ge=0, le=0.1)] = 0.0
-    """Funding / borrow per 8 h on short notional and gross exposure above 1."""
+    """Funding / borrow per 8 h on short notional and on long notional beyond equity (borrowed)."""
 
 
 BaselineName = Literal["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
@@ -261,11 +261,80 @@ class EnsembleMember(StrictModel):
     weight: Annotated[float, Field(gt=0, le=1)]
 
 
+class ForecasterSection(StrictModel):
+    """Hyper-parameters of one forecaster (crypto_assets.models.forecasters.ForecasterParams)."""
+
+    window: Annotated[int, Field(ge=2, le=2048)] = 48
+    """Bars per input window, ending at the decision bar."""
+    hidden: Annotated[int, Field(ge=1, le=4096)] = 32
+    layers: Annotated[int, Field(ge=1, le=8)] = 1
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    conv_channels: Annotated[int, Field(ge=1, le=4096)] = 32
+    """CNN_LSTM only: channels of the causal 1D convolutions."""
+    kernel_size: Annotated[int, Field(ge=1, le=64)] = 3
+    revin: bool = False
+    """Reversible instance normalization of each input window."""
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-5
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
+    max_epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
+    patience: Annotated[int, Field(ge=0, le=1000)] = 3
+    """Early stopping on the purged validation slice at the end of the train window."""
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    max_train_samples: Annotated[int, Field(ge=1)] | None = 50_000
+    """Seeded subsample cap on training windows (null = all)."""
+    bf16: bool = False
+    """bfloat16 autocast on CUDA; off keeps runs bit-reproducible."""
+    vol_loss_weight: Annotated[float, Field(ge=0, le=100)] = 1.0
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+
+
+class SizingSection(StrictModel):
+    """From a forecast (P(up) = p, volatility σ̂) to a target weight: edge = 2p − 1, weight = edge ×
+    target σ / σ̂, long-only unless costs.allow_short, gross capped by costs.max_leverage."""
+
+    target_vol_annual: Annotated[float, Field(gt=0, le=10)] = 0.4
+    rebalance_every: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    """Bars between orders; null = the label horizon (the forecasts' own horizon)."""
+
+
+class PPOSection(StrictModel):
+    """PPO agent (stable-baselines3) on the trading environment."""
+
+    total_timesteps: Annotated[int, Field(ge=1)] = 20_000
+    n_envs: Annotated[int, Field(ge=1, le=256)] = 4
+    n_steps: Annotated[int, Field(ge=8)] = 256
+    batch_size: Annotated[int, Field(ge=8)] = 256
+    n_epochs: Annotated[int, Field(ge=1, le=100)] = 5
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 3e-4
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.99
+    ent_coef: Annotated[float, Field(ge=0, le=1)] = 0.0
+    net_arch: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)] = [64, 64]
+    window: Annotated[int, Field(ge=1, le=1024)] = 24
+    """Bars of scaled features in each observation."""
+    episode_bars: Annotated[int, Field(ge=16)] = 720
+    """Length of a training episode, sampled at random inside the train window."""
+    reward: Literal["differential_sortino", "drawdown_penalty", "log_return"] = "differential_sortino"
+    drawdown_penalty: Annotated[float, Field(ge=0, le=100)] = 1.0
+    """Weight of the drawdown term for `reward: drawdown_penalty` (Calmar-style)."""
+    action: Literal["continuous", "discrete"] = "continuous"
+    """`continuous`: portfolio weights with a cash leg; `discrete`: hold / buy / sell per symbol."""
+    rebalance_every: Annotated[int, Field(ge=1, le=10_000)] = 1
+    """Bars between the agent's decisions."""
+    use_gpu: bool = False
+    """MLP policies train faster on CPU; set true to put PPO on the experiment's GPU."""
+
+
 class ModelsSection(StrictModel):
     ensemble: Annotated[list[EnsembleMember], Field(min_length=1)] = [
         EnsembleMember(type="LSTM_Attn", weight=0.4),
         EnsembleMember(type="PPO_Agent", weight=0.6),
     ]
+    """Soft-voting members (weights sum to 1); each member is also trained and evaluated on its own."""
+    lstm_attn: ForecasterSection = ForecasterSection()
+    cnn_lstm: ForecasterSection = ForecasterSection()
+    sizing: SizingSection = SizingSection()
+    ppo: PPOSection = PPOSection()
 
     @field_validator("ensemble")
     @classmethod
