@@ -600,7 +600,6 @@ def test_naive_timestamps_read_as_utc_and_timeframe_checked() -> None:
 OHLCV_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv"
 
 
-@pytest.mark.skipif(not (OHLCV_DIR / "SOLUSDT_1h.csv").exists(), reason="real-data fixtures not present")
 def test_real_bars_with_listing_and_exchange_gap_match_reference() -> None:
     """Binance 1h bars 2020-07-20 .. 2020-12-01: SOL lists on 2020-08-11 06:00 and every symbol misses the
     2020-11-30 06:00 bar (maintenance). A 24h-momentum strategy rebalanced every 4 bars, 100k USDT."""
