@@ -6,9 +6,11 @@ import dagster as dg
 
 from crypto_assets.config import ExperimentConfig
 from crypto_assets.orchestration.assets.ingestion import build_ingestion_assets
-from crypto_assets.orchestration.assets.research import build_research_assets, fold_spec
-from crypto_assets.orchestration.io_managers import WarehouseIOManager
+from crypto_assets.orchestration.assets.models import build_model_assets
+from crypto_assets.orchestration.assets.research import build_evaluation_assets, build_research_assets, fold_spec
+from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
+from crypto_assets.orchestration.resources import TorchDeviceResource
 from crypto_assets.orchestration.schedules import build_ingest_schedule
 from crypto_assets.paths import experiment_root
 
@@ -19,10 +21,18 @@ REPORTS_JOB = "reports"
 
 def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     """Three jobs, one per partitions definition (the CLI cannot mix them in one selection):
-    `ingest` (monthly data: raw_ohlcv → bars → features), `folds` (per fold: datasets, strategies,
-    backtests) and `reports` (unpartitioned: walk-forward equity, KPI tables, trials)."""
+    `ingest` (monthly data: raw_ohlcv → bars → features), `folds` (per fold: datasets, baselines,
+    trained models, ensemble, backtests) and `reports` (unpartitioned: walk-forward equity, KPI tables, trials)."""
     ingestion = build_ingestion_assets(experiment)
     research = build_research_assets(experiment)
+    models = build_model_assets(experiment)
+    strategies = [
+        key
+        for asset in [*research, *models]
+        for key in asset.keys
+        if key.path[-1].startswith(("baseline_", "predictions_")) or key.path[-1] == "ensemble"
+    ]
+    research = [*research, *models, *build_evaluation_assets(experiment, strategies)]
     by_partitions: dict[str, list[dg.AssetsDefinition]] = {INGEST_JOB: [], FOLDS_JOB: [], REPORTS_JOB: []}
     months, folds = data_partitions(experiment.data), fold_partitions(experiment.data, fold_spec(experiment))
     for asset in [*ingestion, *research]:
@@ -50,5 +60,9 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         assets=[*ingestion, *research],
         jobs=jobs,
         schedules=[build_ingest_schedule(experiment, jobs[0])],
-        resources={"warehouse_io": WarehouseIOManager(storage_root=str(experiment_root(experiment)))},
+        resources={
+            "warehouse_io": WarehouseIOManager(storage_root=str(experiment_root(experiment))),
+            "model_io": ModelArtifactIOManager(storage_root=str(experiment_root(experiment))),
+            "torch_device": TorchDeviceResource(gpu_id=experiment.experiment.gpu_id),
+        },
     )

@@ -1,6 +1,13 @@
-"""IO manager: polars frames ⇄ the experiment's Parquet-per-partition warehouse."""
+"""IO managers: polars frames ⇄ the Parquet-per-partition warehouse; model checkpoints ⇄ artifacts."""
 
 from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -8,6 +15,7 @@ import polars as pl
 from crypto_assets.storage.warehouse import UNPARTITIONED_KEY, Warehouse, WarehouseError
 
 
+ARTIFACT_CLASS_FILE = "artifact_class.txt"
 PARTITION_BY = "partition_by"
 SPLIT_BY_TS = {PARTITION_BY: "ts"}  # asset metadata for time-partitioned data assets
 STORED_PARTITIONS_ONLY = "stored_partitions_only"  # AssetIn metadata: read what exists, skip the rest
@@ -68,3 +76,42 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             frame = self.warehouse.read_partitions(table, context.asset_partition_keys)
         assert frame is not None  # missing="error" raises instead
         return frame
+
+
+class ModelArtifactIOManager(dg.ConfigurableIOManager):
+    """Model checkpoints per asset and partition under `<storage>/artifacts/<asset>/<partition>/`.
+
+    The object stored must have `save(directory)` and a classmethod `load(directory)`; the class is
+    recorded beside the files so loading needs nothing else. A new checkpoint is written into a fresh
+    folder and swapped in by rename, so a crash never leaves a half-written one in place."""
+
+    storage_root: str
+
+    def _directory(self, context: dg.OutputContext | dg.InputContext) -> Path:
+        key = context.asset_partition_key if context.has_asset_partitions else UNPARTITIONED_KEY
+        return Path(self.storage_root) / "artifacts" / context.asset_key.path[-1] / key
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        target = self._directory(context)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            obj.save(staging)
+            (staging / ARTIFACT_CLASS_FILE).write_text(f"{type(obj).__module__}:{type(obj).__qualname__}")
+            retired = target.with_name(f".{target.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        context.add_output_metadata({"checkpoint": dg.MetadataValue.path(str(target))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        directory = self._directory(context)
+        if not directory.exists():
+            raise WarehouseError(f"no checkpoint for {context.asset_key.to_user_string()} at {directory}; materialize it first")
+        module, _, name = (directory / ARTIFACT_CLASS_FILE).read_text().partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        return cls.load(directory)

@@ -21,6 +21,7 @@ from crypto_assets.orchestration.partitions import data_end_exclusive, data_part
 from crypto_assets.timeframes import periods_per_year, timeframe_delta
 
 STRATEGY_PREFIX = "baseline_"
+PREDICTIONS_PREFIX = "predictions_"
 KPI_COLUMNS = ["scope", "strategy", "sharpe", "sortino", "max_drawdown", "cagr", "calmar", "total_return", "turnover", "cost_share", "exposure", "psr", "dsr", "passes_constraints"]
 
 
@@ -55,6 +56,7 @@ def _png_markdown(png: bytes, alt: str) -> str:
 
 
 def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition]:
+    """features, fold_dataset and the rule-based baselines."""
     from crypto_assets.baselines import lookback_bars
     from crypto_assets.features import warmup_bars
     from crypto_assets.regimes.causal import regime_warmup_bars
@@ -65,7 +67,6 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
     spec = fold_spec(experiment)
     folds = fold_partitions(experiment.data, spec)
     months = data_partitions(data)
-    test_span = dg.TimeWindowPartitionMapping(start_offset=0, end_offset=spec.test_months - 1)
 
     # Features read enough history for every indicator and causal regime to be exact (EWMs to ~1e-10).
     needed = max(warmup_bars(ewm_tolerance=1e-10), regime_warmup_bars()) * bar
@@ -155,11 +156,31 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         return _baseline
 
     baselines = [baseline_asset(name) for name in experiment.baselines]
-    strategy_ins = {b.key.path[-1]: dg.AssetIn(key=b.key) for b in baselines}
+    return [features, fold_dataset, *baselines]
+
+
+def strategy_name(asset_key: dg.AssetKey) -> str:
+    """`baseline_trend_following` → `trend_following`, `predictions_lstm_attn` → `lstm_attn`."""
+    name = asset_key.path[-1]
+    for prefix in (STRATEGY_PREFIX, PREDICTIONS_PREFIX):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
+    """Backtests of every strategy's target weights (`symbol, ts, weight, fold`; a null weight = no
+    order), walk-forward stitching and the KPI tables."""
+    data = experiment.data
+    timeframe = data.timeframe
+    bar = timeframe_delta(timeframe)
+    spec = fold_spec(experiment)
+    folds = fold_partitions(experiment.data, spec)
+    strategy_ins = {key.path[-1]: dg.AssetIn(key=key) for key in strategies}
     # Reports read every fold that was run (see STORED_PARTITIONS_ONLY) and check completeness themselves.
     all_folds = {STORED_PARTITIONS_ONLY: True}
-    report_strategy_ins = {b.key.path[-1]: dg.AssetIn(key=b.key, metadata=all_folds) for b in baselines}
-    costs_version = section_hash(experiment, "data", "validation", "walk_forward", "baselines", "costs")
+    report_strategy_ins = {key.path[-1]: dg.AssetIn(key=key, metadata=all_folds) for key in strategies}
+    names = {key.path[-1]: strategy_name(key) for key in strategies}
+    costs_version = section_hash(experiment, "data", "validation", "features", "walk_forward", "baselines", "costs")
 
     @dg.multi_asset(
         partitions_def=folds,
@@ -179,8 +200,8 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         costs = _cost_model(experiment)
         per_bar, orders, trips = [], [], []
         for asset_name, weights in sorted(strategies.items()):
-            strategy = asset_name.removeprefix(STRATEGY_PREFIX)
-            result = run_backtest(bars, weights.select("symbol", "ts", "weight"), costs, timeframe=timeframe)
+            strategy = names[asset_name]
+            result = run_backtest(bars, order_rows(weights), costs, timeframe=timeframe)
             per_bar.append(per_bar_results(result, strategy, window.test_start, window.test_end))
             tag = [pl.lit(strategy).alias("strategy"), pl.lit(window.key).alias("fold")]
             orders.append(result.weights.with_columns(tag))
@@ -193,7 +214,7 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         yield dg.Output(pl.concat(orders, how="diagonal_relaxed"), output_name="weights")
         yield dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="trades")
 
-    report_version = section_hash(experiment, "data", "validation", "walk_forward", "baselines", "costs", "constraints")
+    report_version = section_hash(experiment, "data", "validation", "features", "walk_forward", "baselines", "costs", "constraints")
 
     @dg.multi_asset(
         ins={"bars": dg.AssetIn(), **report_strategy_ins},
@@ -213,15 +234,15 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         costs = _cost_model(experiment)
         per_bar, trips = [], []
         for asset_name, weights in sorted(strategies.items()):
-            strategy = asset_name.removeprefix(STRATEGY_PREFIX)
+            strategy = names[asset_name]
             missing = sorted(set(spans) - set(weights["fold"].unique().to_list()))
             if missing:
                 raise dg.Failure(f"{asset_name}: folds {', '.join(missing)} are not materialized; run them first")
             stitched = pl.concat(
                 [weights.filter((pl.col("fold") == key) & (pl.col("ts") >= s) & (pl.col("ts") < e)) for key, (s, e) in spans.items()]
-            ).select("symbol", "ts", "weight")
+            )
             history = bars.filter((pl.col("ts") >= first - costs.vol_window * bar) & (pl.col("ts") < last))
-            result = run_backtest(history, stitched, costs, timeframe=timeframe)
+            result = run_backtest(history, order_rows(stitched), costs, timeframe=timeframe)
             per_bar.append(per_bar_results(result, strategy, first, last))
             trips.append(result.round_trips.with_columns(strategy=pl.lit(strategy)))
         yield dg.Output(pl.concat(per_bar), output_name="walk_forward_equity", metadata={"folds": len(spans), "span": f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}"})
@@ -308,7 +329,12 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         )
         return dg.Output(table, metadata={"trials": table.height, "sharpe_variance": float(table["sharpe_per_bar"].var() or math.nan)})
 
-    return [features, fold_dataset, *baselines, backtest, walk_forward, kpis, regime_kpis, trials]
+    return [backtest, walk_forward, kpis, regime_kpis, trials]
+
+
+def order_rows(weights: pl.DataFrame) -> pl.DataFrame:
+    """A strategy's rows that are orders: a null weight (e.g. a forecast between rebalances) is none."""
+    return weights.filter(pl.col("weight").is_not_null()).select("symbol", "ts", "weight")
 
 
 def _md(frame: pl.DataFrame) -> str:

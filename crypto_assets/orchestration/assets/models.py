@@ -1,0 +1,139 @@
+"""Learned models per fold: forecasters (torch), the PPO agent (SB3) and the soft-voting ensemble.
+
+    fold_dataset[fold] ─► forecaster_<arch>[fold] ─► predictions_<arch>[fold] ─┐
+                       └► agent_ppo[fold] ──────────► predictions_ppo[fold] ───┴► ensemble[fold]
+
+Each trainer is a multi-asset: the checkpoint (model IO manager, under artifacts/) and the
+out-of-sample predictions with target weights (warehouse). torch / SB3 are imported inside the bodies.
+"""
+# No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
+
+import dagster as dg
+import polars as pl
+
+from crypto_assets.config import ExperimentConfig, section_hash
+from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec
+from crypto_assets.orchestration.partitions import fold_partitions
+from crypto_assets.orchestration.resources import TorchDeviceResource
+from crypto_assets.timeframes import periods_per_year
+
+# Config ensemble member → (asset family, model key)
+MEMBERS = {"LSTM_Attn": ("forecaster", "lstm_attn"), "CNN_LSTM": ("forecaster", "cnn_lstm"), "PPO_Agent": ("agent", "ppo")}
+GPU_POOL = "gpu"
+
+
+def _metric_md(rows: dict[str, dict[str, float]]) -> str:
+    names = sorted({k for metrics in rows.values() for k in metrics})
+    lines = ["| slice | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, metrics in rows.items():
+        lines.append(f"| {label} | " + " | ".join(f"{metrics.get(n, float('nan')):.4f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition]:
+    spec = fold_spec(experiment)
+    folds = fold_partitions(experiment.data, spec)
+    timeframe = experiment.data.timeframe
+    P = periods_per_year(timeframe)
+    sizing = experiment.models.sizing
+    costs = experiment.costs
+    seed = experiment.experiment.seed
+
+    def forecaster_assets(arch: str) -> dg.AssetsDefinition:
+        section = getattr(experiment.models, arch)
+        name = f"forecaster_{arch}"
+        version = section_hash(experiment, "walk_forward") + "-" + _digest(section.model_dump_json(), sizing.model_dump_json(), costs.model_dump_json())
+
+        @dg.multi_asset(
+            name=name,
+            partitions_def=folds,
+            ins={"fold_dataset": dg.AssetIn()},
+            outs={
+                name: dg.AssetOut(io_manager_key="model_io", code_version=version, description=f"The fold's trained {arch} checkpoint and its config."),
+                f"{PREDICTIONS_PREFIX}{arch}": dg.AssetOut(
+                    io_manager_key="warehouse_io",
+                    code_version=version,
+                    description="Out-of-sample p_up and forecast vol on the test window, and the target weights they size to.",
+                ),
+            },
+            pool=GPU_POOL,
+            group_name="models",
+        )
+        def _train(context: dg.AssetExecutionContext, torch_device: TorchDeviceResource, fold_dataset: pl.DataFrame):  # type: ignore[no-untyped-def]
+            from crypto_assets.models import ForecasterParams, default_feature_columns, derive_seed, forecast_to_weights, train_forecaster
+
+            fold = context.partition_key
+            params = ForecasterParams(arch=arch, **section.model_dump())  # type: ignore[arg-type]
+            device = torch_device.device(context.log)
+            run_seed = derive_seed(seed, name, fold)
+            model = train_forecaster(fold_dataset, default_feature_columns(fold_dataset), spec.label_horizon, params, device=device, seed=run_seed)
+            preds = model.predict(fold_dataset, only_split="test")
+            weights = forecast_to_weights(
+                preds,
+                target_vol_annual=sizing.target_vol_annual,
+                periods_per_year=P,
+                max_leverage=costs.max_leverage,
+                allow_short=costs.allow_short,
+                rebalance_every=sizing.rebalance_every or spec.label_horizon,
+            )
+            out = preds.join(weights, on=["symbol", "ts"], how="left").with_columns(fold=pl.lit(fold), model=pl.lit(arch))
+            oos = model.evaluate(fold_dataset, only_split="test")
+            history = model.history
+            yield dg.Output(
+                model,
+                output_name=name,
+                metadata={
+                    "device": str(model.device),
+                    "precision": model.precision,
+                    "samples_per_second": float(model.samples_per_second),
+                    "train_seconds": float(model.train_seconds),
+                    "seed": run_seed,
+                    "epochs_run": model.epochs_run,
+                    "best_epoch": model.best_epoch,
+                    "loss_curves": dg.MetadataValue.json({k: [round(float(x), 6) for x in v] for k, v in history.items()}),
+                    "metrics": dg.MetadataValue.md(_metric_md({"validation": model.val_metrics, "out_of_sample": oos})),
+                    "oos_auc": float(oos.get("auc", float("nan"))),
+                    "oos_accuracy": float(oos.get("accuracy", float("nan"))),
+                    "oos_brier": float(oos.get("brier", float("nan"))),
+                },
+            )
+            yield dg.Output(out, output_name=f"{PREDICTIONS_PREFIX}{arch}", metadata={"rows": out.height, "orders": int(out["weight"].is_not_null().sum())})
+
+        return _train
+
+    trained = []
+    for member in experiment.models.ensemble:
+        family, key = MEMBERS[member.type]
+        if family == "forecaster":
+            trained.append(forecaster_assets(key))
+        else:
+            from crypto_assets.orchestration.assets.agents import build_ppo_assets
+
+            trained.append(build_ppo_assets(experiment))
+
+    member_ins = {f"{PREDICTIONS_PREFIX}{MEMBERS[m.type][1]}": dg.AssetIn() for m in experiment.models.ensemble}
+    member_weights = {f"{PREDICTIONS_PREFIX}{MEMBERS[m.type][1]}": m.weight for m in experiment.models.ensemble}
+
+    @dg.asset(
+        partitions_def=folds,
+        ins=member_ins,
+        code_version=section_hash(experiment, "models"),
+        io_manager_key="warehouse_io",
+        group_name="models",
+        kinds={"polars", "parquet"},
+        description="Soft-voting ensemble: the members' target weights averaged with the config's weights.",
+    )
+    def ensemble(context: dg.AssetExecutionContext, **members: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        from crypto_assets.ensemble import soft_vote
+
+        combined = soft_vote({name: frame for name, frame in members.items()}, member_weights)
+        out = combined.with_columns(fold=pl.lit(context.partition_key))
+        return dg.Output(out, metadata={"members": dg.MetadataValue.json(member_weights), "orders": out.height})
+
+    return [*trained, ensemble]
+
+
+def _digest(*parts: str) -> str:
+    import hashlib
+
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
