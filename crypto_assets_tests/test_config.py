@@ -121,3 +121,18 @@ def test_validate_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
         main(["validate-config", str(bad)])
     assert info.value.code == 2
     assert "data.timeframe" in capsys.readouterr().err
+
+
+def test_config_sections_map_onto_the_core_parameter_classes() -> None:
+    """Config sections mirror the core's dataclasses field for field, with the same defaults."""
+    import dataclasses
+
+    from crypto_assets.backtest import CostModel
+    from crypto_assets.models import ForecasterParams
+
+    config = parse_config(_with())
+    assert CostModel(**config.costs.model_dump()) == CostModel()
+    for arch in ("lstm_attn", "cnn_lstm"):
+        section = getattr(config.models, arch)
+        assert ForecasterParams(arch=arch, **section.model_dump()) == ForecasterParams(arch=arch)
+        assert set(section.model_fields) == {f.name for f in dataclasses.fields(ForecasterParams)} - {"arch"}
