@@ -98,21 +98,22 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return parse_config(raw, str(path))
 
 
-def _digest(payload: Any) -> str:
+def fingerprint(payload: Any) -> str:
+    """Short stable hash of any JSON-serialisable payload (code versions, provenance)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_hash(config: ExperimentConfig) -> str:
     """Fingerprint of the whole experiment (defaults included), for provenance. Where results are
     stored (`experiment.storage_dir`) does not change them, so it is left out."""
-    return _digest(config.model_dump(mode="json", exclude={"experiment": {"storage_dir"}}))
+    return fingerprint(config.model_dump(mode="json", exclude={"experiment": {"storage_dir"}}))
 
 
 def section_hash(config: ExperimentConfig, *sections: str) -> str:
     """Fingerprint of some sections (e.g. `data`), used as Dagster `code_version`s so that a config
     change marks stale only what reads the changed section."""
     dumped = config.model_dump(mode="json")
-    return _digest({name: dumped[name] for name in sections})
+    return fingerprint({name: dumped[name] for name in sections})
 
 
 def resolve_path(path: str | Path) -> Path:

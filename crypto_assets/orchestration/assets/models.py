@@ -11,7 +11,7 @@ out-of-sample predictions with target weights (warehouse). torch / SB3 are impor
 import dagster as dg
 import polars as pl
 
-from crypto_assets.config import ExperimentConfig, section_hash
+from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
 from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec
 from crypto_assets.orchestration.partitions import fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
@@ -42,7 +42,8 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
     def forecaster_assets(arch: str) -> dg.AssetsDefinition:
         section = getattr(experiment.models, arch)
         name = f"forecaster_{arch}"
-        version = section_hash(experiment, "walk_forward") + "-" + _digest(section.model_dump_json(), sizing.model_dump_json(), costs.model_dump_json())
+        # Sizing reads costs.max_leverage / allow_short; other models' settings do not matter here.
+        version = section_hash(experiment, "walk_forward", "costs") + "-" + fingerprint([section.model_dump(mode="json"), sizing.model_dump(mode="json")])
 
         @dg.multi_asset(
             name=name,
@@ -132,8 +133,3 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
 
     return [*trained, ensemble]
 
-
-def _digest(*parts: str) -> str:
-    import hashlib
-
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]

@@ -45,7 +45,7 @@ def _fold_window(context: dg.AssetExecutionContext, spec: FoldSpec):  # type: ig
     return fold_window_for_key(context.partition_key, spec)
 
 
-def _cost_model(experiment: ExperimentConfig):  # type: ignore[no-untyped-def]
+def cost_model(experiment: ExperimentConfig):  # type: ignore[no-untyped-def]
     from crypto_assets.backtest import CostModel
 
     return CostModel(**experiment.costs.model_dump())
@@ -197,7 +197,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         from crypto_assets.evaluation import per_bar_results
 
         window = _fold_window(context, spec)
-        costs = _cost_model(experiment)
+        costs = cost_model(experiment)
         per_bar, orders, trips = [], [], []
         for asset_name, weights in sorted(strategies.items()):
             strategy = names[asset_name]
@@ -231,7 +231,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         windows = fold_windows(data.start, data_end_exclusive(data), spec)
         spans = stitch_months(windows, spec.step_months)
         first, last = min(s for s, _ in spans.values()), max(e for _, e in spans.values())
-        costs = _cost_model(experiment)
+        costs = cost_model(experiment)
         per_bar, trips = [], []
         for asset_name, weights in sorted(strategies.items()):
             strategy = names[asset_name]

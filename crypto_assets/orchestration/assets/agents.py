@@ -1,0 +1,76 @@
+"""`agent_ppo[fold]`: a PPO agent trained on the fold's train window, replayed on its test window."""
+# No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
+
+import dagster as dg
+import polars as pl
+
+from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
+from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec
+from crypto_assets.orchestration.partitions import fold_partitions
+from crypto_assets.orchestration.resources import TorchDeviceResource
+
+AGENT = "agent_ppo"
+GPU_POOL = "gpu"
+
+
+def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
+    spec = fold_spec(experiment)
+    folds = fold_partitions(experiment.data, spec)
+    timeframe = experiment.data.timeframe
+    version = section_hash(experiment, "walk_forward", "costs") + "-" + fingerprint(experiment.models.ppo.model_dump(mode="json"))
+    fold_window = dg.TimeWindowPartitionMapping(start_offset=-spec.train_months, end_offset=spec.test_months - 1)
+
+    @dg.multi_asset(
+        name=AGENT,
+        partitions_def=folds,
+        ins={"fold_dataset": dg.AssetIn(), "bars": dg.AssetIn(partition_mapping=fold_window)},
+        outs={
+            AGENT: dg.AssetOut(io_manager_key="model_io", code_version=version, description="The fold's PPO policy (SB3), settings and training curves."),
+            f"{PREDICTIONS_PREFIX}ppo": dg.AssetOut(
+                io_manager_key="warehouse_io", code_version=version, description="The deterministic policy's target weights on the test window."
+            ),
+        },
+        pool=GPU_POOL,
+        group_name="models",
+    )
+    def agent_ppo(context: dg.AssetExecutionContext, torch_device: TorchDeviceResource, fold_dataset: pl.DataFrame, bars: pl.DataFrame):  # type: ignore[no-untyped-def]
+        from crypto_assets.agents import EnvData, PPOParams, TradingEnv, train_ppo
+        from crypto_assets.models import derive_seed
+        from crypto_assets.orchestration.assets.research import cost_model
+
+        fold = context.partition_key
+        params = PPOParams.from_section(experiment.models.ppo)
+        costs = cost_model(experiment)
+        env_params = params.env_params()
+        run_seed = derive_seed(experiment.experiment.seed, AGENT, fold)
+        train_data = EnvData.from_frames(fold_dataset, bars, split="train", timeframe=timeframe)
+        test_data = EnvData.from_frames(fold_dataset, bars, split="test", timeframe=timeframe, symbols=train_data.symbols)
+        device = str(torch_device.device(context.log)) if params.use_gpu else "cpu"
+        agent = train_ppo(lambda: TradingEnv(train_data, costs, env_params, training=True), params, seed=run_seed, device=device)
+        weights = agent.predict_weights(TradingEnv(test_data, costs, env_params, training=False))
+        out = weights.with_columns(fold=pl.lit(fold), model=pl.lit("ppo"))
+        curves = agent.curves
+        yield dg.Output(
+            agent,
+            output_name=AGENT,
+            metadata={
+                "device": device,
+                "seed": run_seed,
+                "timesteps": params.total_timesteps,
+                "rollouts": curves.height,
+                "training_curves": dg.MetadataValue.md(_curves_md(curves)),
+            },
+        )
+        yield dg.Output(out, output_name=f"{PREDICTIONS_PREFIX}ppo", metadata={"orders": out.height})
+
+    return agent_ppo
+
+
+def _curves_md(curves: pl.DataFrame) -> str:
+    if curves.is_empty():
+        return "(no complete rollout)"
+    head = curves.columns
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |" for row in curves.iter_rows()]
+    return "\n".join(rows)
+
