@@ -3,10 +3,9 @@
 vectorbt is an optional dependency of this script only (it pins numba and pandas); it is not part of the
 project. Set up a side environment and run from the repository root:
 
-    python3 -m venv /tmp/vbt-venv && /tmp/vbt-venv/bin/pip install vectorbt polars
+    python3 -m venv /tmp/vbt-venv && /tmp/vbt-venv/bin/pip install vectorbt polars numba
     /tmp/vbt-venv/bin/python benchmarks/backtest_vs_vectorbt.py            # 3 × 50k and 100 × 50k bars
     /tmp/vbt-venv/bin/python benchmarks/backtest_vs_vectorbt.py --quick    # 3 × 5k, to check the set-up
-    /tmp/vbt-venv/bin/python benchmarks/backtest_vs_vectorbt.py --numba    # + a numba prototype of the loop
 
 Both engines get the same synthetic random-walk bars and the same target weights (decided at the close of
 bar t, executed at the open of t + 1: vectorbt receives the weights shifted one row down with `price=open`,
@@ -34,11 +33,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crypto_assets.backtest import (
-    CostModel,
-    engine,
-    run_backtest,
-)
+from crypto_assets.backtest import CostModel, run_backtest
 
 FEE = 0.001
 HALF_SPREAD = 0.0001
@@ -171,115 +166,15 @@ def run_vbt(
     return elapsed, equity
 
 
-def numba_simulate():  # type: ignore[no-untyped-def]
-    """PROTOTYPE, not shipped: `engine._simulate` as a numba kernel (scalar loops over bars and symbols, same
-    arithmetic), to measure what making numba a dependency would buy. Drop-in for `engine._simulate`."""
-    from numba import njit
-
-    @njit(cache=True)
-    def kernel(
-        exec_bars,
-        mark_open,
-        mark_close,
-        tgt,
-        live,
-        inv_px,
-        rate,
-        impact_coef,
-        has_impact,
-        cap,  # type: ignore[no-untyped-def]
-        has_cap,
-        k_fund,
-        initial_value,
-    ):
-        n_t, n_s = mark_open.shape
-        units = np.zeros(n_s)
-        cash = initial_value
-        U, CASH, FUND = np.zeros((n_t, n_s)), np.empty(n_t), np.zeros(n_t)
-        TR, REQ, VOPEN = np.zeros((n_t, n_s)), np.zeros((n_t, n_s)), np.full(n_t, np.nan)
-        k = 0
-        for t in range(n_t):
-            if k < exec_bars.shape[0] and exec_bars[k] == t:
-                k += 1
-                v = cash
-                for i in range(n_s):
-                    v += units[i] * mark_open[t, i]
-                flow = 0.0
-                cost = 0.0
-                for i in range(n_s):
-                    if not live[t, i]:
-                        continue
-                    desired = tgt[t, i] * v
-                    traded = desired - units[i] * mark_open[t, i]
-                    filled = traded
-                    if has_cap:
-                        REQ[t, i] = traded
-                        filled = min(max(traded, -cap[t, i]), cap[t, i])
-                    if filled == traded:
-                        units[i] = desired * inv_px[t, i]
-                    else:
-                        units[i] += filled * inv_px[t, i]
-                    size = abs(filled)
-                    cost += size * rate[t, i]
-                    if has_impact:
-                        cost += size * np.sqrt(size) * impact_coef[t, i]
-                    flow += filled
-                    TR[t, i] = filled
-                cash -= flow + cost
-                VOPEN[t] = v
-            if k_fund > 0:
-                lg = 0.0
-                sh = 0.0
-                for i in range(n_s):
-                    x = units[i] * mark_close[t, i]
-                    if x > 0:
-                        lg += x
-                    else:
-                        sh -= x
-                f = k_fund * (sh + max(lg - (cash + lg - sh), 0.0))
-                cash -= f
-                FUND[t] = f
-            U[t] = units
-            CASH[t] = cash
-        return U, CASH, FUND, TR, REQ, VOPEN
-
-    def simulate(exec_bars, mark_open, mark_close, tgt, live, inv_px, rate, impact_coef, cap, k_fund, initial_value):  # type: ignore[no-untyped-def]
-        dummy = np.zeros((1, 1))
-        U, CASH, FUND, TR, REQ, VOPEN = kernel(
-            exec_bars,
-            mark_open,
-            mark_close,
-            tgt,
-            live,
-            inv_px,
-            rate,
-            dummy if impact_coef is None else impact_coef,
-            impact_coef is not None,
-            dummy if cap is None else cap,
-            cap is not None,
-            k_fund,
-            initial_value,
-        )
-        return U, CASH, FUND, TR, (TR if cap is None else REQ), VOPEN
-
-    return simulate
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 assets × 5,000 bars only")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per engine; the best is reported")
-    parser.add_argument("--numba", action="store_true", help="also time a numba prototype of the bar loop")
     args = parser.parse_args()
-    numpy_simulate = engine._simulate
-    numba_sim = None
-    if args.numba:
-        numba_sim = numba_simulate()
-        engine._simulate = numba_sim
-        start = time.perf_counter()
-        run_backtest(*to_long(synthetic(3, 100, 1)), CostModel())
-        engine._simulate = numpy_simulate
-        print(f"numba prototype: JIT compile or cache load {time.perf_counter() - start:.2f}s")
+    # Our kernels are numba-compiled and cached on disk; the first call compiles (or loads the cache).
+    start = time.perf_counter()
+    run_backtest(*to_long(synthetic(3, 100, 1)), CostModel())
+    print(f"run_backtest first call (numba compile or cache load): {time.perf_counter() - start:.2f}s")
     try:
         import pandas as pd
         import vectorbt as vbt
@@ -310,16 +205,8 @@ def main() -> None:
             ours = min(run_ours(bars, weights, costs, False)[0] for _ in range(args.repeat))
             ours_all = min(run_ours(bars, weights, costs, True)[0] for _ in range(args.repeat))
             line = f"{n_assets:>6} {n_bars:>7} {('1 bar' if every == 1 else f'{every} bars'):>9} | {ours:8.3f}s {ours_all:8.3f}s"
-            extra = ""
-            if numba_sim is not None:
-                engine._simulate = numba_sim
-                run_ours(bars, weights, costs, False)
-                jit_s, eq_jit = min(run_ours(bars, weights, costs, False) for _ in range(args.repeat))
-                engine._simulate = numpy_simulate
-                jit_diff = np.max(np.abs(eq_jit / run_ours(bars, weights, costs, False)[1] - 1.0))
-                extra = f" | numba prototype {jit_s:.3f}s (equity {jit_diff:.0e} from numpy's)"
             if vbt is None:
-                print(line + extra)
+                print(line)
                 continue
             slip = slippage_rates(data["close"])
             vbt_s = min(run_vbt(vbt, pd, data, FEE, slip)[0] for _ in range(args.repeat))
@@ -336,7 +223,7 @@ def main() -> None:
             diff_adj = np.max(np.abs(eq_ours / eq_vbt_adj - 1.0))
             orders = f"{trades.height}/{run_vbt.n_orders}"  # type: ignore[attr-defined]
             print(
-                f"{line} {vbt_s:8.3f}s {vbt_s / ours:7.2f}x | {diff_f:12.2e} {diff:13.2e} {diff_adj:15.2e} | {orders:>17}{extra}"
+                f"{line} {vbt_s:8.3f}s {vbt_s / ours:7.2f}x | {diff_f:12.2e} {diff:13.2e} {diff_adj:15.2e} | {orders:>17}"
             )
     print(
         "\nfees only: both charge fee × |notional| at the open, so the curves agree to rounding.\n"

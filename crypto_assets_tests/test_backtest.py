@@ -362,6 +362,47 @@ def test_decision_at_t_does_not_change_anything_up_to_close_t() -> None:
     assert values(r1)[21] != values(r2)[21]
 
 
+def test_truncating_later_bars_changes_nothing_up_to_t_bit_for_bit() -> None:
+    """σ, fills, funding and marks at t use bars ≤ t only (σ is computed per window, not from running sums
+    or a full-sample centre), so cutting the history after t leaves every number up to t identical."""
+    bars, weights = random_case(5, n_bars=300)
+    full = run_backtest(bars, weights, ALL_ON, initial_value=1000.0)
+    for cut in (150, 251):
+        short = run_backtest(
+            bars.filter(pl.col("ts") <= ts(cut)), weights.filter(pl.col("ts") <= ts(cut)), ALL_ON, initial_value=1000.0
+        )
+        assert short.equity.equals(full.equity.head(cut + 1))
+        assert short.costs.equals(full.costs.head(cut + 1))
+
+
+def test_execute_bar_by_hand() -> None:
+    """The per-bar step the engine and the RL environment share: no order (NaN), a gap (NaN open: marked at
+    the last close, unfillable), a zero-volume bar under a cap, a full fill and a capped partial fill."""
+    from crypto_assets.backtest.engine import cost_vector, execute_bar, fill_cost
+
+    costs = CostModel(taker_fee=0.001, half_spread=0.0001, vol_k=0.1, impact_k=0.5, max_participation=0.05)
+    units = np.array([10.0, 2.0, 1.0, 0.0, 0.0])
+    mark_open = np.array([100.0, 50.0, 20.0, 10.0, 10.0])
+    open_px = np.array([100.0, 50.0, np.nan, 10.0, 10.0])
+    sigma = np.full(5, 0.01)
+    dollar_vol = np.array([1e6, 1e6, 0.0, 0.0, 1000.0])
+    target = np.array([0.5, np.nan, 0.3, 0.2, 0.1])
+    filled, requested = np.full(5, np.nan), np.full(5, np.nan)
+    cash, v_open, fees, slip, imp, traded = execute_bar(
+        units, 1000.0, mark_open, open_px, sigma, dollar_vol, target, cost_vector(costs), filled, requested
+    )
+    assert v_open == 1000.0 + 1000.0 + 100.0 + 20.0
+    # symbol 0: 50 % of 2120 = 1060, holds 1000 → buys 60 (cap 5 % × 1e6); symbol 4: wants 212, cap 50
+    assert filled.tolist() == [60.0, 0.0, 0.0, 0.0, 50.0]
+    assert requested.tolist() == pytest.approx([60.0, 0.0, 0.0, 0.0, 212.0], rel=1e-15)
+    assert units.tolist() == pytest.approx([10.6, 2.0, 1.0, 0.0, 5.0], rel=1e-15)
+    want_fee, want_slip = 110 * 0.001, 110 * (0.0001 + 0.1 * 0.01)
+    want_imp = 0.5 * 0.01 * (60 * math.sqrt(60 / 1e6) + 50 * math.sqrt(50 / 1000))
+    assert (fees, slip, imp, traded) == pytest.approx((want_fee, want_slip, want_imp, 110.0), rel=1e-14)
+    assert cash == pytest.approx(1000.0 - 110.0 - want_fee - want_slip - want_imp, rel=1e-15)
+    assert fill_cost(60.0, 0.01, 1e6, cost_vector(costs))[2] == pytest.approx(0.5 * 0.01 * 60 * math.sqrt(6e-5))
+
+
 @pytest.mark.parametrize(
     ("bars_edit", "weights_rows", "message"),
     [

@@ -52,10 +52,19 @@ currency (e.g. 100_000 USDT) for them to mean something; with the default 1.0 th
 Not modelled: margin calls / liquidation (equity may go negative), exchange minimum order sizes, lot sizes.
 A symbol whose bars stop (delisting, end of data) keeps its position, marked at its last close.
 
-Implementation: inputs become dense (bars × symbols) numpy panels; σ, dollar volume, caps and rates are
-vectorised; the recursion (each fill depends on the value left by the previous bar) is one loop over the bars
-that have orders (every bar when funding accrues), vectorised over symbols. Long-format outputs are built on
-first access.
+Implementation: inputs become dense (bars × symbols) numpy panels (`Market`): marks and dollar volume
+vectorised, σ a compiled pass over each window (bit-for-bit causal). The recursion (each fill depends on the
+value left by the previous bar) is a numba kernel built from three per-bar functions that the RL trading
+environment (`crypto_assets.agents.env`) calls too, so the environment's costs and equity ARE the engine's
+(one code path, not a copy):
+
+    execute_bar(units, cash, mark_open, open_px, sigma, dollar_vol, target, cost_vec, filled, requested)
+        the fills of one execution bar (target NaN = no order) → new units (in place), cash, costs
+    accrue_funding(units, cash, mark_close, k_fund)   the holding cost charged at one close
+    mark_to_market(units, cash, mark_close)           portfolio value at one close
+
+`cost_vector(costs)` packs a `CostModel` into the float array these take. Kernels are compiled on first use
+and cached on disk (numba `cache=True`). Long-format outputs are built on first access.
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 from crypto_assets.timeframes import timeframe_delta
 
@@ -271,31 +281,301 @@ def _weight_panel(weights: pl.DataFrame, p: _Panel, costs: CostModel) -> tuple[n
     return requested.reshape(n_t, n_s), scale
 
 
-def _window_sum(x: np.ndarray, window: int) -> np.ndarray:
-    """Sum of rows t−window+1 .. t of each column (fewer at the start)."""
-    c = np.cumsum(x, axis=0)
-    out = c.copy()
-    out[window:] -= c[:-window]
+@njit(cache=True)
+def _rolling_sigma(close: np.ndarray, has_bar: np.ndarray, window: int) -> np.ndarray:
+    """σ[t, i]: std (ddof=1) of the valid close-to-close returns in bars t−window+1 .. t (0 if fewer than 2).
+
+    Two passes over each window (mean, then squared deviations) rather than running sums: O(T·N·window), but
+    σ[t] depends on the closes of bars t − window .. t only, bit for bit, however long the history before or
+    after is (running sums would carry rounding from earlier bars, and centring them would leak later ones).
+    """
+    n_t, n_s = close.shape
+    out = np.zeros((n_t, n_s))
+    ret = np.zeros((n_t, n_s))
+    ok = np.zeros((n_t, n_s), dtype=np.bool_)
+    for t in range(1, n_t):
+        for i in range(n_s):
+            if has_bar[t, i] and has_bar[t - 1, i]:  # a return needs both its bars
+                ok[t, i] = True
+                ret[t, i] = close[t, i] / close[t - 1, i] - 1.0
+    count = np.zeros(n_s, dtype=np.int64)
+    mean = np.zeros(n_s)
+    ss = np.zeros(n_s)
+    for t in range(1, n_t):  # rows outer, symbols inner: contiguous memory access
+        lo = max(1, t - window + 1)
+        count[:] = 0
+        mean[:] = 0.0
+        ss[:] = 0.0
+        for j in range(lo, t + 1):
+            for i in range(n_s):
+                if ok[j, i]:
+                    count[i] += 1
+                    mean[i] += ret[j, i]
+        for i in range(n_s):
+            if count[i] >= 2:
+                mean[i] /= count[i]
+        for j in range(lo, t + 1):
+            for i in range(n_s):
+                if ok[j, i]:
+                    d = ret[j, i] - mean[i]
+                    ss[i] += d * d
+        for i in range(n_s):
+            if count[i] >= 2:
+                out[t, i] = math.sqrt(ss[i] / (count[i] - 1))
     return out
 
 
-def _rolling_sigma(close: np.ndarray, has_bar: np.ndarray, window: int) -> np.ndarray:
-    """σ[t, i]: std (ddof=1) of the valid close-to-close returns in bars t−window+1 .. t (0 if fewer than 2)."""
-    n_t, n_s = close.shape
-    ret = np.full((n_t, n_s), np.nan)
-    valid = np.zeros((n_t, n_s), dtype=bool)
-    valid[1:] = has_bar[1:] & has_bar[:-1]
-    with np.errstate(invalid="ignore"):
-        ret[1:] = close[1:] / close[:-1] - 1.0
-    # Centre each column before the running sums so the windowed variance does not cancel catastrophically.
-    cnt_all = valid.sum(axis=0)
-    centre = np.where(cnt_all > 0, np.where(valid, ret, 0.0).sum(axis=0) / np.maximum(cnt_all, 1), 0.0)
-    x = np.where(valid, ret - centre, 0.0)
-    s1, s2, n = _window_sum(x, window), _window_sum(x * x, window), _window_sum(valid.astype(np.float64), window)
-    n = np.rint(n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = (s2 - s1 * s1 / n) / (n - 1)
-    return np.where(n >= 2, np.sqrt(np.maximum(var, 0.0)), 0.0)
+# ---- per-bar kernels (numba), shared with the RL environment (crypto_assets.agents.env) ------------------------
+
+# Layout of `cost_vector`: one float array carries the whole cost model into the kernels.
+COST_FEE, COST_HALF_SPREAD, COST_VOL_K, COST_IMPACT_K, COST_CAP, COST_BLOCKS = range(6)
+
+
+def cost_vector(costs: CostModel) -> np.ndarray:
+    """`costs` as the float64 array the kernels take: [fee, half_spread, vol_k, impact_k, max_participation
+    (+inf = no cap), zero_volume_blocks (1.0 or 0.0)]."""
+    cap = math.inf if costs.max_participation is None else costs.max_participation
+    return np.array(
+        [costs.fee, costs.half_spread, costs.vol_k, costs.impact_k, cap, float(costs.zero_volume_blocks)],
+        dtype=np.float64,
+    )
+
+
+def funding_per_bar(costs: CostModel, step_us: int) -> float:
+    """Funding fraction charged at each close: funding_rate_8h × bar length / 8 h (pro-rata accrual)."""
+    return costs.funding_rate_8h * (step_us / 1e6) / FUNDING_PERIOD_S
+
+
+@njit(cache=True)
+def fill_cost(size: float, sigma: float, dollar_vol: float, cost_vec: np.ndarray) -> tuple[float, float, float]:
+    """(fee, slippage, impact) of one fill of |notional| `size`; σ of the decision bar, DV of the execution bar."""
+    fee = size * cost_vec[COST_FEE]
+    slippage = size * (cost_vec[COST_HALF_SPREAD] + cost_vec[COST_VOL_K] * sigma)
+    impact = 0.0
+    if cost_vec[COST_IMPACT_K] > 0.0 and size > 0.0:  # DV > 0 here: a zero-volume bar blocks the order
+        impact = size * cost_vec[COST_IMPACT_K] * sigma * math.sqrt(size / dollar_vol)
+    return fee, slippage, impact
+
+
+@njit(cache=True)
+def execute_bar(
+    units: np.ndarray,
+    cash: float,
+    mark_open: np.ndarray,
+    open_px: np.ndarray,
+    sigma: np.ndarray,
+    dollar_vol: np.ndarray,
+    target: np.ndarray,
+    cost_vec: np.ndarray,
+    filled: np.ndarray,
+    requested: np.ndarray,
+) -> tuple[float, float, float, float, float, float]:
+    """The fills at the open of one execution bar (module docstring, "Execution"); all arrays are (N,).
+
+    units: held before the bar, updated IN PLACE. mark_open: marks at this open (the open, or the last close
+    where a symbol has no bar). open_px: the bar's open, NaN where the symbol has no bar (cannot fill).
+    sigma: σ of the decision bar. dollar_vol: volume × open of this bar. target: weights decided at the
+    previous close, NaN = no order. filled / requested: outputs, signed notional filled and asked for (before
+    the participation cap); 0 where nothing was ordered or fillable.
+    Returns (cash after fills and costs, portfolio value at the open, fees, slippage, impact, Σ|filled|).
+    """
+    n = units.shape[0]
+    v_open = cash
+    for i in range(n):
+        v_open += units[i] * mark_open[i]
+    cap = cost_vec[COST_CAP]
+    blocks = cost_vec[COST_BLOCKS] > 0.0
+    flow = 0.0
+    fees = 0.0
+    slippage = 0.0
+    impact = 0.0
+    traded_total = 0.0
+    for i in range(n):
+        filled[i] = 0.0
+        requested[i] = 0.0
+        w = target[i]
+        px = open_px[i]
+        dv = dollar_vol[i]
+        # no order; no bar (gap, not listed: NaN fails the test); zero volume where it blocks the fill
+        if math.isnan(w) or not px > 0.0 or (blocks and not dv > 0.0):
+            continue
+        desired = w * v_open
+        traded = desired - units[i] * px
+        requested[i] = traded
+        fill = traded
+        if cap < math.inf:  # (inf × 0 would be NaN: test rather than multiply)
+            limit = cap * dv
+            fill = min(max(traded, -limit), limit)
+        if fill == traded:  # a full fill lands exactly on the target (exactly 0 units for a zero target)
+            units[i] = desired / px
+        else:  # a partial one adds what was filled; the rest is cancelled
+            units[i] += fill / px
+        size = abs(fill)
+        fee, slip, imp = fill_cost(size, sigma[i], dv, cost_vec)
+        filled[i] = fill
+        flow += fill
+        fees += fee
+        slippage += slip
+        impact += imp
+        traded_total += size
+    cash -= flow + (fees + slippage + impact)
+    return cash, v_open, fees, slippage, impact, traded_total
+
+
+@njit(cache=True)
+def accrue_funding(units: np.ndarray, cash: float, mark_close: np.ndarray, k_fund: float) -> tuple[float, float]:
+    """Charge one close's holding cost (module docstring, "Holding costs"): (cash after, funding charged)."""
+    if k_fund == 0.0:
+        return cash, 0.0
+    long_n = 0.0
+    short_n = 0.0
+    for i in range(units.shape[0]):
+        x = units[i] * mark_close[i]
+        if x > 0.0:
+            long_n += x
+        else:
+            short_n -= x
+    funding = k_fund * (short_n + max(long_n - (cash + long_n - short_n), 0.0))  # borrowed = long − V_pre
+    return cash - funding, funding
+
+
+@njit(cache=True)
+def mark_to_market(units: np.ndarray, cash: float, mark_close: np.ndarray) -> float:
+    """Portfolio value at a close: cash + Σ units × mark."""
+    value = cash
+    for i in range(units.shape[0]):
+        value += units[i] * mark_close[i]
+    return value
+
+
+@njit(cache=True)
+def _fill_costs(
+    size: np.ndarray, sigma: np.ndarray, dollar_vol: np.ndarray, cost_vec: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`fill_cost` over arrays of fills (for the trades table: the same numbers the kernel charged)."""
+    n = size.shape[0]
+    fee, slip, imp = np.empty(n), np.empty(n), np.empty(n)
+    for k in range(n):
+        fee[k], slip[k], imp[k] = fill_cost(size[k], sigma[k], dollar_vol[k], cost_vec)
+    return fee, slip, imp
+
+
+@njit(cache=True)
+def _simulate(
+    tgt: np.ndarray,
+    mark_open: np.ndarray,
+    open_px: np.ndarray,
+    mark_close: np.ndarray,
+    sigma: np.ndarray,
+    dollar_vol: np.ndarray,
+    cost_vec: np.ndarray,
+    k_fund: float,
+    initial_value: float,
+    keep_requested: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bar-by-bar recursion; all (T × N) inputs have rows = execution bars (see `run_backtest`).
+
+    At each bar: the orders decided at the previous close fill at the open (`execute_bar`, where the row of
+    `tgt` has any non-NaN), funding accrues at the close (`accrue_funding`), the book is marked
+    (`mark_to_market`). Returns (units, cash, value and funding at each close, filled notional, requested
+    notional ((0, N) unless keep_requested), value at the open of bars with orders (NaN elsewhere), and a
+    (T × 4) array of fees, slippage, impact and Σ|filled| per bar).
+    """
+    n_t, n_s = tgt.shape
+    units = np.zeros(n_s)
+    cash = initial_value
+    U = np.empty((n_t, n_s))
+    CASH = np.empty(n_t)
+    VALUE = np.empty(n_t)
+    FUND = np.zeros(n_t)
+    TR = np.zeros((n_t, n_s))
+    REQ = np.zeros((n_t if keep_requested else 0, n_s))
+    VOPEN = np.full(n_t, np.nan)
+    PARTS = np.zeros((n_t, 4))
+    filled = np.zeros(n_s)
+    requested = np.zeros(n_s)
+    for t in range(n_t):
+        has_order = False
+        for i in range(n_s):
+            if not math.isnan(tgt[t, i]):
+                has_order = True
+                break
+        if has_order:  # visit even unfillable orders: their `filled` weight needs the value at that open
+            cash, v_open, fees, slippage, impact, traded = execute_bar(
+                units, cash, mark_open[t], open_px[t], sigma[t], dollar_vol[t], tgt[t], cost_vec, filled, requested
+            )
+            TR[t] = filled
+            if keep_requested:
+                REQ[t] = requested
+            VOPEN[t] = v_open
+            PARTS[t, 0] = fees
+            PARTS[t, 1] = slippage
+            PARTS[t, 2] = impact
+            PARTS[t, 3] = traded
+        if k_fund > 0.0:
+            cash, funding = accrue_funding(units, cash, mark_close[t], k_fund)
+            FUND[t] = funding
+        U[t] = units
+        CASH[t] = cash
+        VALUE[t] = mark_to_market(units, cash, mark_close[t])
+    return U, CASH, VALUE, FUND, TR, REQ, VOPEN, PARTS
+
+
+@dataclass(frozen=True)
+class Market:
+    """The per-bar inputs of execution, dense (T × N) float64 arrays over the regular grid (rows = bars).
+
+    open / close: NaN where a symbol has no bar (before listing, exchange gaps). mark_open / mark_close: the
+    prices positions are valued at: the open (close), or the last close where a symbol has no bar (0 before
+    listing, where nothing is held). sigma: σ of the DECISION bar t − 1 stored on row t (the execution bar;
+    all 0 when the cost model uses no σ). dollar_vol: volume × open, 0 where there is no bar.
+    first_bar: (N,) row of each symbol's first bar (a weight at an earlier decision bar must be 0).
+    """
+
+    symbols: list[str]
+    ts_us: np.ndarray  # (T,) int64 bar open times in µs
+    step_us: int
+    open: np.ndarray
+    close: np.ndarray
+    mark_open: np.ndarray
+    mark_close: np.ndarray
+    sigma: np.ndarray
+    dollar_vol: np.ndarray
+    has_bar: np.ndarray
+    first_bar: np.ndarray
+
+    @classmethod
+    def from_bars(cls, bars: pl.DataFrame, costs: CostModel, timeframe: str = "1h") -> Market:
+        """Validate long bars (`symbol, ts, open, close, volume`) as `run_backtest` does and build the panels."""
+        return _market(_build_panel(bars, timeframe), costs)
+
+
+def _market(p: _Panel, costs: CostModel) -> Market:
+    n_t, n_s = p.open.shape
+    gaps = not p.has_bar.all()
+    # Marks: last known close (0 before listing, where units are 0); at an open, the open or the last close.
+    mark_close = np.nan_to_num(_ffill(p.close), nan=0.0) if gaps else p.close
+    mark_open = np.where(p.has_bar, p.open, _shift_down(mark_close)) if gaps else p.open
+    dollar_vol = p.volume * p.open
+    if gaps:
+        dollar_vol[~p.has_bar] = 0.0
+    sigma = np.zeros((n_t, n_s))  # σ of the decision bar, on the execution bar's row
+    if costs.vol_k > 0 or costs.impact_k > 0:
+        sigma = _shift_down(_rolling_sigma(np.ascontiguousarray(p.close), p.has_bar, costs.vol_window))
+    c = np.ascontiguousarray
+    return Market(
+        symbols=p.symbols,
+        ts_us=p.ts_us,
+        step_us=p.step_us,
+        open=c(p.open),
+        close=c(p.close),
+        mark_open=c(mark_open),
+        mark_close=c(mark_close),
+        sigma=c(sigma),
+        dollar_vol=c(dollar_vol),
+        has_bar=p.has_bar,
+        first_bar=p.first_bar,
+    )
 
 
 @dataclass(frozen=True)
@@ -316,18 +596,16 @@ class _Sim:
     v_open: np.ndarray  # portfolio value at the open of execution bars (NaN elsewhere)
     mark_open: np.ndarray
     mark_close: np.ndarray
-    rate: np.ndarray  # fee + half_spread + vol_k σ at each execution bar
-    impact_coef: np.ndarray | None  # impact_k σ / √DV at each execution bar (None when impact_k = 0)
+    sigma: np.ndarray  # σ of the decision bar on each execution bar's row
+    dollar_vol: np.ndarray
+    cost_vec: np.ndarray
     k_fund: float  # funding fraction per bar
 
     def fill_costs(self, t_idx: np.ndarray, s_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(fee, slippage, impact) of the fills at cells (t, s)."""
-        size = np.abs(self.filled[t_idx, s_idx])
-        fee = self.costs.fee
-        impact = (
-            np.zeros_like(size) if self.impact_coef is None else size * np.sqrt(size) * self.impact_coef[t_idx, s_idx]
-        )
-        return size * fee, size * (self.rate[t_idx, s_idx] - fee), impact
+        """(fee, slippage, impact) of the fills at cells (t, s), by the function the kernel charged them with."""
+        size = np.ascontiguousarray(np.abs(self.filled[t_idx, s_idx]))
+        sigma = np.ascontiguousarray(self.sigma[t_idx, s_idx])
+        return _fill_costs(size, sigma, np.ascontiguousarray(self.dollar_vol[t_idx, s_idx]), self.cost_vec)
 
 
 @dataclass(frozen=True, eq=False)
@@ -412,53 +690,17 @@ def run_backtest(
         raise ValueError(f"initial_value must be > 0, got {initial_value!r}")
     p = _build_panel(bars, timeframe)
     requested, scale = _weight_panel(weights, p, costs)
-    n_t, n_s = p.open.shape
-    gaps = not p.has_bar.all()
-
-    # ---- vectorised pre-computation, rows indexed by execution bar e (decision bar e − 1) -------------
-    # Marks: last known close (0 before listing, where units are 0); at an open, the open or the last close.
-    mark_close = np.nan_to_num(_ffill(p.close), nan=0.0) if gaps else p.close
-    mark_open = np.where(p.has_bar, p.open, _shift_down(mark_close)) if gaps else p.open
-    dollar_vol = p.volume * p.open
-    if gaps:
-        dollar_vol[~p.has_bar] = 0.0
-    has_order = _shift_down(~np.isnan(requested), fill=False)  # an order executes at the next open ...
-    # visit every bar with orders, even unfillable ones: their `filled` weight needs the value at that open
-    exec_bars = np.nonzero(has_order.any(axis=1))[0].tolist()
-    live = has_order & p.has_bar  # ... if there is a bar then, and volume where it matters
-    if costs.zero_volume_blocks:
-        live &= dollar_vol > 0
-    tgt = _shift_down(requested * scale[:, None])
-    tgt[~live] = 0.0
-    inv_px = np.divide(1.0, p.open, out=np.zeros((n_t, n_s)), where=live)
-    sigma = np.zeros((n_t, n_s))  # σ of the decision bar, on the execution bar's row
-    if costs.vol_k > 0 or costs.impact_k > 0:
-        sigma = _shift_down(_rolling_sigma(p.close, p.has_bar, costs.vol_window))
-    # rate = fee + half-spread + vol_k σ (fee + "slippage"); the impact part depends on the fill size.
-    rate = np.full((n_t, n_s), costs.fee + costs.half_spread)
-    if costs.vol_k > 0:
-        rate += costs.vol_k * sigma
-    impact_coef = None
-    if costs.impact_k > 0:
-        impact_coef = np.divide(costs.impact_k * sigma, np.sqrt(dollar_vol), out=np.zeros((n_t, n_s)), where=live)
-    cap = None if costs.max_participation is None else costs.max_participation * dollar_vol
-    k_fund = costs.funding_rate_8h * (p.step_us / 1e6) / FUNDING_PERIOD_S
-
-    # ---- sequential part: fills depend on the running portfolio value ---------------------------------
-    U, CASH, FUND, TR, REQ, VOPEN = _simulate(
-        np.asarray(exec_bars, dtype=np.int64),
-        mark_open,
-        mark_close,
-        tgt,
-        live,
-        inv_px,
-        rate,
-        impact_coef,
-        cap,
-        k_fund,
-        float(initial_value),
+    m = _market(p, costs)
+    # rows indexed by execution bar e (decision bar e − 1); NaN = no order
+    tgt = np.ascontiguousarray(_shift_down(requested * scale[:, None], fill=np.nan))
+    k_fund = funding_per_bar(costs, p.step_us)
+    cost_vec = cost_vector(costs)
+    keep_req = costs.max_participation is not None
+    U, CASH, VALUE, FUND, TR, REQ, VOPEN, PARTS = _simulate(
+        tgt, m.mark_open, m.open, m.mark_close, m.sigma, m.dollar_vol, cost_vec, k_fund, float(initial_value), keep_req
     )
-    VALUE = CASH + (U * mark_close).sum(axis=1)
+    if not keep_req:
+        REQ = TR  # without a cap, what was asked for is what was filled
 
     sim = _Sim(
         p=p,
@@ -473,20 +715,14 @@ def run_backtest(
         filled=TR,
         requested_notional=REQ,
         v_open=VOPEN,
-        mark_open=mark_open,
-        mark_close=mark_close,
-        rate=rate,
-        impact_coef=impact_coef,
+        mark_open=m.mark_open,
+        mark_close=m.mark_close,
+        sigma=m.sigma,
+        dollar_vol=m.dollar_vol,
+        cost_vec=cost_vec,
         k_fund=k_fund,
     )
-    # per-bar cost breakdown, summed over the fills of each execution bar
-    fees_b, slip_b, imp_b, traded = (np.zeros(n_t) for _ in range(4))
-    if exec_bars:
-        rows = np.asarray(exec_bars)
-        t_idx, s_idx = np.repeat(rows, n_s), np.tile(np.arange(n_s), rows.size)
-        for out, part in zip((fees_b, slip_b, imp_b), sim.fill_costs(t_idx, s_idx)):
-            out[rows] = part.reshape(rows.size, n_s).sum(axis=1)
-        traded[rows] = np.abs(TR[rows]).sum(axis=1)
+    fees_b, slip_b, imp_b, traded = PARTS[:, 0], PARTS[:, 1], PARTS[:, 2], PARTS[:, 3]
     turn = np.where(traded > 0, traded / np.where(np.isnan(VOPEN), 1.0, VOPEN), 0.0)
     ts = _ts_series("ts", p.ts_us)
     prev_value = np.concatenate([[initial_value], VALUE[:-1]])
@@ -508,84 +744,6 @@ def run_backtest(
         n_scaled=int(np.count_nonzero(scale < 1.0)),
         _sim=sim,
     )
-
-
-def _simulate(
-    exec_bars: np.ndarray,
-    mark_open: np.ndarray,
-    mark_close: np.ndarray,
-    tgt: np.ndarray,
-    live: np.ndarray,
-    inv_px: np.ndarray,
-    rate: np.ndarray,
-    impact_coef: np.ndarray | None,
-    cap: np.ndarray | None,
-    k_fund: float,
-    initial_value: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The bar-by-bar recursion, vectorised over symbols; rows are execution bars (see `run_backtest`).
-
-    Visits only the bars with orders, plus every bar when funding accrues (it changes cash at each close).
-    Returns (units at each close, cash at each close, funding at each close, filled notional, notional
-    requested before the participation cap, portfolio value at the open of execution bars).
-    """
-    n_t, n_s = mark_open.shape
-    units = np.zeros(n_s)
-    cash = initial_value
-    U = np.zeros((n_t, n_s))  # written at execution bars, forward-filled below (or by hold() with funding)
-    CASH = np.full(n_t, np.nan)
-    FUND = np.zeros(n_t)
-    TR = np.zeros((n_t, n_s))
-    REQ = np.zeros((n_t, n_s)) if cap is not None else TR
-    VOPEN = np.full(n_t, np.nan)
-
-    def hold(a: int, b: int, cash: float) -> float:
-        """Closes a .. b−1 with fixed units when funding accrues: charge it bar by bar; return the cash after."""
-        U[a:b] = units
-        long_n = (mark_close[a:b] @ np.maximum(units, 0.0)).tolist()
-        short_n = (mark_close[a:b] @ np.maximum(-units, 0.0)).tolist()
-        for j, (lg, sh) in enumerate(zip(long_n, short_n)):
-            f = k_fund * (sh + max(lg - (cash + lg - sh), 0.0))  # borrowed = long − value before the charge
-            cash -= f
-            FUND[a + j] = f
-            CASH[a + j] = cash
-        return cash
-
-    prev = 0
-    for e in exec_bars.tolist():
-        if k_fund:
-            cash = hold(prev, e, cash)
-        mo = mark_open[e]
-        v_open = cash + units @ mo
-        desired = tgt[e] * v_open
-        traded = np.where(live[e], desired - units * mo, 0.0)
-        if cap is not None:
-            REQ[e] = traded
-            c = cap[e]
-            filled = np.minimum(np.maximum(traded, -c), c)
-            # A full fill lands exactly on the target (a zero target gives exactly 0 units); a partial one
-            # adds what was filled.
-            units = np.where(live[e] & (filled == traded), desired * inv_px[e], units + filled * inv_px[e])
-        else:
-            filled = traded
-            units = np.where(live[e], desired * inv_px[e], units)
-        size = np.abs(filled)
-        cost = size @ rate[e]
-        if impact_coef is not None:
-            cost += (size * np.sqrt(size)) @ impact_coef[e]
-        cash -= np.add.reduce(filled) + cost
-        TR[e] = filled
-        VOPEN[e] = v_open
-        U[e] = units
-        CASH[e] = cash
-        prev = e
-    if k_fund:
-        hold(prev, n_t, cash)
-    else:  # no funding: the state only changes at execution bars, so forward-fill it
-        last = np.maximum.accumulate(np.where(np.isnan(CASH), -1, np.arange(n_t)))
-        U = np.where((last >= 0)[:, None], U[np.maximum(last, 0)], 0.0)
-        CASH = np.where(last >= 0, CASH[np.maximum(last, 0)], initial_value)
-    return U, CASH, FUND, TR, REQ, VOPEN
 
 
 def _shift_down(a: np.ndarray, fill: float | bool = 0.0) -> np.ndarray:

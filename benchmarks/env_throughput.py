@@ -1,0 +1,161 @@
+"""Throughput of the RL trading environment and of PPO training on it (CPU).
+
+    .venv/bin/python benchmarks/env_throughput.py            # 3 symbols, window 24, ~1 minute
+    .venv/bin/python benchmarks/env_throughput.py --quick    # smaller budgets, to check the set-up
+
+Data: synthetic, 3 symbols × 8,760 hourly bars (a year), random-walk prices, and a fold frame with the
+feature set's 24 columns (random "z-scores") plus the two regime codes, so observations have the real size
+(24 bars × 3 symbols × 24 features + 7 = 1,735 floats). Costs: `CostModel()` defaults (fee, spread, vol
+slippage, square-root impact, participation cap). Reported:
+
+1. env steps/s: one `TradingEnv`, training mode (720-bar episodes, resets included), actions drawn at random
+   beforehand (so sampling them is not timed), for each action space.
+2. PPO timesteps/s: `train_ppo` with the config defaults (n_envs 4, n_steps 256, batch 256, 5 epochs,
+   64×64 MLP, one torch thread), CPU.
+3. the share of that PPO wall time spent inside `TradingEnv.step` (target < 15 %), and inside the whole
+   vectorised step (`DummyVecEnv.step_wait`: SB3's Monitor, info copies and auto-resets included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from crypto_assets.agents import EnvData, EnvParams, TradingEnv  # noqa: E402
+from crypto_assets.backtest import CostModel  # noqa: E402
+from crypto_assets.features import FEATURE_COLUMNS  # noqa: E402
+
+T0 = dt.datetime(2023, 1, 1, tzinfo=dt.UTC)
+SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+
+
+def synthetic(n_bars: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rng = np.random.default_rng(seed)
+    ts = pl.datetime_range(T0, T0 + (n_bars - 1) * dt.timedelta(hours=1), "1h", eager=True, time_zone="UTC")
+    bars, rows = [], []
+    for i, sym in enumerate(SYMBOLS):
+        close = 100.0 * (i + 1) * np.exp(np.cumsum(rng.normal(0.0, 0.01, n_bars)))
+        open_ = np.concatenate([[close[0]], close[:-1]])
+        bars.append(
+            pl.DataFrame(
+                {
+                    "symbol": sym,
+                    "ts": ts,
+                    "open": open_,
+                    "high": np.maximum(open_, close),
+                    "low": np.minimum(open_, close),
+                    "close": close,
+                    "volume": rng.uniform(1e4, 1e5, n_bars),
+                }
+            )
+        )
+        feats = {name: np.clip(rng.normal(size=n_bars), -3, 3) for name in FEATURE_COLUMNS}
+        rows.append(
+            pl.DataFrame(
+                {
+                    "symbol": sym,
+                    "ts": ts,
+                    **feats,
+                    "vol_regime_code": rng.integers(0, 2, n_bars),
+                    "trend_regime_code": rng.integers(-1, 2, n_bars),
+                    "split": "train",
+                }
+            )
+        )
+    return pl.concat(rows), pl.concat(bars)
+
+
+def env_steps_per_second(data: EnvData, action: str, n_steps: int) -> float:
+    env = TradingEnv(data, CostModel(), EnvParams(window=24, action=action, initial_value=1e5), seed=0)
+    rng = np.random.default_rng(0)
+    if action == "continuous":
+        actions = rng.uniform(-1, 1, (n_steps, len(SYMBOLS) + 1)).astype(np.float32)
+    else:
+        actions = rng.integers(0, 3, (n_steps, len(SYMBOLS)))
+    env.reset()
+    env.step(actions[0])  # JIT compile of the step kernel, not timed
+    env.reset()
+    start = time.perf_counter()
+    for a in actions:
+        _, _, terminated, truncated, _ = env.step(a)
+        if terminated or truncated:
+            env.reset()
+    return n_steps / (time.perf_counter() - start)
+
+
+def ppo_throughput(data: EnvData, total_timesteps: int) -> dict[str, float]:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from crypto_assets.agents.ppo import PPOParams, train_ppo
+
+    timers = {"env_step": 0.0, "vec_step": 0.0}
+
+    class TimedEnv(TradingEnv):
+        def step(self, action: Any) -> Any:
+            start = time.perf_counter()
+            out = super().step(action)
+            timers["env_step"] += time.perf_counter() - start
+            return out
+
+    original = DummyVecEnv.step_wait
+
+    def timed_step_wait(self: DummyVecEnv) -> Any:
+        start = time.perf_counter()
+        out = original(self)
+        timers["vec_step"] += time.perf_counter() - start
+        return out
+
+    params = PPOParams(total_timesteps=total_timesteps)  # the config defaults: n_envs 4, 64×64, ...
+    env_params = params.env_params(initial_value=1e5)
+    # warm-up: imports, kernel compile, torch init
+    train_ppo(lambda: TimedEnv(data, CostModel(), env_params), PPOParams(total_timesteps=1024, n_steps=256), seed=0)
+    timers.update(env_step=0.0, vec_step=0.0)
+    DummyVecEnv.step_wait = timed_step_wait  # type: ignore[method-assign]
+    try:
+        start = time.perf_counter()
+        train_ppo(lambda: TimedEnv(data, CostModel(), env_params), params, seed=0)
+        wall = time.perf_counter() - start
+    finally:
+        DummyVecEnv.step_wait = original  # type: ignore[method-assign]
+    return {
+        "timesteps_per_s": total_timesteps / wall,
+        "wall_s": wall,
+        "env_share": timers["env_step"] / wall,
+        "vec_share": timers["vec_step"] / wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller budgets")
+    args = parser.parse_args()
+    n_env_steps, ppo_steps = (20_000, 4_096) if args.quick else (200_000, 40_960)
+    fold, bars = synthetic(8760)
+    data = EnvData.from_frames(fold, bars, split="train")
+    obs = TradingEnv(data, CostModel(), EnvParams(window=24)).observation_space.shape
+    print(f"3 symbols × {data.ts_us.shape[0]} bars, {len(data.feature_names)} features, window 24 → obs {obs}")
+    for action in ("continuous", "discrete"):
+        rate = env_steps_per_second(data, action, n_env_steps)
+        print(f"env steps/s, single env, random {action} actions: {rate:,.0f}")
+    ppo = ppo_throughput(data, ppo_steps)
+    print(
+        f"PPO (n_envs 4, n_steps 256, batch 256, 5 epochs, MLP 64×64, CPU, 1 torch thread): "
+        f"{ppo['timesteps_per_s']:,.0f} timesteps/s ({ppo_steps:,} timesteps in {ppo['wall_s']:.1f}s)"
+    )
+    print(f"share of PPO wall time in TradingEnv.step: {ppo['env_share']:.1%} (target < 15 %)")
+    print(f"share in DummyVecEnv.step_wait (Monitor, info copies, resets included): {ppo['vec_share']:.1%}")
+    print(f"machine: {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
