@@ -20,6 +20,7 @@ from crypto_assets.orchestration.definitions import INGEST_JOB, build_definition
 from crypto_assets.paths import dagster_home, experiment_root
 from crypto_assets.storage.warehouse import Warehouse
 from crypto_assets.validation import RULE_NAMES
+from crypto_assets_tests.tiny import TINY_MODELS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -36,6 +37,9 @@ def write_config(tmp_path: Path, name: str = "tiny", **data: object) -> Path:
             "end": "2024-03-31",
             **data,
         },
+        # Short data spans still need one walk-forward fold for the later assets to be defined.
+        "walk_forward": {"train_months": 1, "test_months": 1, "label_horizon": 12},
+        "models": TINY_MODELS,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -138,7 +142,7 @@ def test_schedule_refreshes_current_month_incrementally(tmp_path: Path) -> None:
     current = today.replace(day=1).isoformat()
     wh = Warehouse(experiment_root(config))
     with dg.DagsterInstance.ephemeral() as instance:
-        assert run_ingest(config, current, current, instance).success
+        assert run_ingest(config, start.isoformat(), current, instance).success  # features read last month too
         full = wh.read_partitions("raw_ohlcv", [current])
         # Drop the newest six bars of each symbol, as if the last hours had not been fetched yet.
         cutoff = full["ts"].max() - dt.timedelta(hours=5)
@@ -178,13 +182,15 @@ def test_crypto_lab_run_uses_the_persistent_instance(tmp_path: Path, capsys: pyt
     path = write_config(tmp_path, end="2024-02-29")
     assert main(["run", "--config", str(path), "--log-level", "WARNING"]) == 0
     out = capsys.readouterr().out
-    assert "succeeded" in out and "BTC/USDT" in out and "duckdb -readonly" in out
+    assert "done in" in out and "BTC/USDT" in out and "duckdb -readonly" in out and "stitched walk-forward KPIs" in out
     config = load_config(path)
     home = dagster_home(config)
     assert (home / "dagster.yaml").exists()
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs()
-        assert len(runs) == 1 and runs[0].tags["dagster/asset_partition_range_end"] == "2024-02-01"
+        runs = {run.job_name: run for run in instance.get_runs()}
+        assert len(instance.get_runs()) == 3  # months in one run, the one fold (2024-02), the reports
+        assert runs["ingest"].tags["dagster/asset_partition_range_end"] == "2024-02-01"
+        assert runs["folds"].tags["dagster/partition"] == "2024-02-01"
         assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
 
 

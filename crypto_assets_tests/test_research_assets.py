@@ -15,8 +15,10 @@ from crypto_assets.config import load_config
 from crypto_assets.features import compute_features
 from crypto_assets.paths import experiment_root
 from crypto_assets.storage.warehouse import Warehouse
+from crypto_assets_tests.tiny import MODEL_STRATEGIES, TINY_MODELS
 
-STRATEGIES = ["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
+BASELINES = ["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
+STRATEGIES = [*BASELINES, *MODEL_STRATEGIES]
 FOLDS = ["2024-03-01", "2024-04-01", "2024-05-01"]  # train 2 months, test 2 months, data Jan..Jun
 
 
@@ -26,6 +28,7 @@ def write_config(tmp_path: Path, name: str) -> Path:
         "data": {"tickers": ["BTC/USDT", "ETH/USDT"], "timeframe": "1h", "source": "synthetic", "start": "2024-01-01", "end": "2024-06-30"},
         "walk_forward": {"train_months": 2, "test_months": 2, "step_months": 1, "label_horizon": 12},
         "constraints": {"max_drawdown": 0.3, "min_sharpe": 0.5},
+        "models": TINY_MODELS,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
