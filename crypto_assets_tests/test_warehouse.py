@@ -87,7 +87,7 @@ def test_parallel_writers_do_not_collide(tmp_path: Path) -> None:
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(300)
     assert [p.exitcode for p in procs] == [0] * 6
     wh = Warehouse(root)
     assert wh.query("SELECT count(*) AS n FROM bars")["n"][0] == 6 * 24
@@ -104,7 +104,7 @@ def test_reader_holding_the_database_delays_only_the_view(tmp_path: Path) -> Non
         ctx = mp.get_context("spawn")
         proc = ctx.Process(target=_write_new_table, args=(str(tmp_path / "exp"),))
         proc.start()
-        proc.join(60)
+        proc.join(300)
         assert proc.exitcode == 0
     finally:
         holder.close()

@@ -33,6 +33,10 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+# (database, table) pairs whose view this process has seen in place: skips reopening the database.
+_CURRENT_VIEWS: set[tuple[str, str]] = set()
+
+
 class WarehouseError(RuntimeError):
     """A missing partition or a bad table / key name."""
 
@@ -125,30 +129,33 @@ class Warehouse:
         try:
             with duckdb.connect(str(self.db_path), read_only=True) as con:
                 rows = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = ?", [table]).fetchall()
-        except duckdb.Error:
-            return False
+        except duckdb.IOException:
+            return False  # held read-write elsewhere: try to (re)create it, which waits for the holder
         return bool(rows) and glob in rows[0][0]
 
     def ensure_view(self, table: str) -> None:
-        """Create the table's view once. A reader holding the database (another process with a
-        read-write session) only delays this; after `lock_timeout_s` a warning is logged and the data
-        stays safely in Parquet, the view being retried on the next write."""
-        if self._view_is_current(table):
+        """Create the table's view once. All of this project's processes touch the database file only
+        under one file lock, so they never contend with each other; a reader elsewhere holding the
+        file only delays this, and after `lock_timeout_s` a warning is logged and the data stays safely
+        in Parquet, the view being retried on the next write."""
+        known = (str(self.db_path), table)
+        if known in _CURRENT_VIEWS and self.db_path.exists():
             return
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         with self._db_lock():
-            while True:
+            while not self._view_is_current(table):
                 try:
                     with duckdb.connect(str(self.db_path)) as con:
                         con.execute(self._view_sql(table))
-                    return
+                    break
                 except duckdb.IOException as exc:  # database held by another process
                     if time.monotonic() > deadline:
                         log.warning("could not create view %s in %s: %s", table, self.db_path, exc)
                         return
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
+        _CURRENT_VIEWS.add(known)
 
     def query(self, sql: str) -> pl.DataFrame:
         """Run a read-only query against the views (for tests, the CLI and notebooks)."""
