@@ -33,6 +33,9 @@ benchmarks: install
 	$(PY) benchmarks/dagster_backfill.py
 	$(PY) benchmarks/ccxt_ingest.py
 	$(PY) benchmarks/features_throughput.py
+	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/forecaster_training.py
+	@echo "backtest vs vectorbt needs its own environment: see benchmarks/backtest_vs_vectorbt.py"
 
 clean-storage:
 	rm -rf storage/*/
