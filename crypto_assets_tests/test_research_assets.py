@@ -47,7 +47,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
 
 
 def test_every_table_is_in_the_warehouse(study: Warehouse) -> None:
-    for table in ("bars", "features", "fold_dataset", "backtest", "weights", "trades", "walk_forward_equity", "kpis", "regime_kpis", "trials"):
+    for table in ("bars", "features", "fold_dataset", "predictions", "backtest", "weights", "trades", "walk_forward_equity", "kpis", "regime_kpis", "trials"):
         assert study.query(f"SELECT count(*) AS n FROM {table}")["n"][0] > 0, table
     assert study.stored_keys("backtest") == FOLDS
 

@@ -119,3 +119,11 @@ def test_reader_holding_the_database_delays_only_the_view(tmp_path: Path) -> Non
 def _write_new_table(root: str) -> None:
     logging.basicConfig()
     Warehouse(root, lock_timeout_s=0.3).write_partition("features", _frame(1), "2024-01-01")
+
+
+def test_predictions_view_gathers_every_model(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "exp")
+    wh.write_partition("predictions_lstm_attn", _frame(1).with_columns(model=pl.lit("lstm_attn")), "2024-01-01")
+    wh.write_partition("predictions_ppo", _frame(1, n=5).with_columns(model=pl.lit("ppo")), "2024-01-01")
+    counts = wh.query("SELECT model, count(*) AS n FROM predictions GROUP BY model ORDER BY model")
+    assert counts.rows() == [("lstm_attn", 24), ("ppo", 5)]

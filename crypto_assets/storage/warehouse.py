@@ -3,7 +3,8 @@
 Layout under `storage/<experiment>/`:
 
     warehouse/<table>/<partition key>.parquet   one file per partition (`all.parquet` if unpartitioned)
-    warehouse.duckdb                            views `<table>` = read_parquet('warehouse/<table>/*.parquet')
+    warehouse.duckdb                            views `<table>` = read_parquet('warehouse/<table>/*.parquet'),
+                                                and `predictions` over every `predictions_<model>` table
 
 Why Parquet plus views rather than DuckDB tables: DuckDB allows one read-write process per database
 file, so parallel steps and concurrent runs writing tables hit lock errors (dagster issues 16248, 18746,
@@ -15,6 +16,7 @@ Readers (`duckdb -readonly storage/<experiment>/warehouse.duckdb`) always see wh
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import fcntl
 import logging
 import os
@@ -33,6 +35,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+# Views over several tables: `predictions` gathers every model's `predictions_<model>` table.
+UNION_VIEWS = {"predictions": "predictions_*"}
 # (database, table) pairs whose view this process has seen in place: skips reopening the database.
 _CURRENT_VIEWS: set[tuple[str, str]] = set()
 
@@ -79,6 +83,9 @@ class Warehouse:
         finally:
             tmp.unlink(missing_ok=True)
         self.ensure_view(table)
+        for view, pattern in UNION_VIEWS.items():
+            if fnmatch.fnmatchcase(table, pattern):
+                self.ensure_view(view)
         return path
 
     def write_partitions(self, table: str, frames: dict[str, pl.DataFrame]) -> list[Path]:
@@ -118,14 +125,19 @@ class Warehouse:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _glob(self, view: str) -> str:
+        """Files behind a view: its own table's, or every table a union view gathers."""
+        pattern = UNION_VIEWS.get(view, view)
+        return (self.tables_dir / pattern / "*.parquet").as_posix()
+
     def _view_sql(self, table: str) -> str:
-        glob = (self.table_dir(table) / "*.parquet").as_posix().replace("'", "''")
+        glob = self._glob(table).replace("'", "''")
         return f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{glob}', union_by_name = true)"
 
     def _view_is_current(self, table: str) -> bool:
         if not self.db_path.exists():
             return False
-        glob = (self.table_dir(table) / "*.parquet").as_posix()
+        glob = self._glob(table)
         try:
             with duckdb.connect(str(self.db_path), read_only=True) as con:
                 rows = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = ?", [table]).fetchall()
