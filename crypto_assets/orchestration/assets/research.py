@@ -1,12 +1,14 @@
 """The research graph after `bars`: features, folds, baselines, backtests and KPI tables (DESIGN.md §1).
 
-    features[month] ─► fold_dataset[fold]
-    bars[month] ─► baseline_<name>[fold] ─► backtest / weights / trades [fold]
-                                   └──────► walk_forward_equity / walk_forward_trades ─► kpis, regime_kpis, trials
+    features[month] ─► fold_dataset[fold]  (─► the models: crypto_assets.orchestration.assets.models)
+    bars[month] ─► baseline_<name>[fold]
+    every strategy's weights ─► backtest / weights / trades [fold]
+                             └► walk_forward_equity / walk_forward_trades ─► kpis, regime_kpis, trials
 """
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 
 import base64
+from typing import TYPE_CHECKING
 import datetime as dt
 import json
 import math
@@ -15,10 +17,13 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, section_hash
-from crypto_assets.folds import FoldSpec, fold_window_for_key, fold_windows, stitch_months
+from crypto_assets.folds import FoldSpec, FoldWindow, fold_window_for_key, fold_windows, stitch_months
 from crypto_assets.orchestration.io_managers import SPLIT_BY_TS, STORED_PARTITIONS_ONLY
 from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions, fold_partitions
 from crypto_assets.timeframes import periods_per_year, timeframe_delta
+
+if TYPE_CHECKING:
+    from crypto_assets.backtest import CostModel
 
 STRATEGY_PREFIX = "baseline_"
 PREDICTIONS_PREFIX = "predictions_"
@@ -41,12 +46,12 @@ def _months_covering(span: dt.timedelta) -> int:
     return math.ceil(span / dt.timedelta(days=28)) if span > dt.timedelta(0) else 0
 
 
-def _fold_window(context: dg.AssetExecutionContext, spec: FoldSpec):  # type: ignore[no-untyped-def]
+def _fold_window(context: dg.AssetExecutionContext, spec: FoldSpec) -> FoldWindow:
     return fold_window_for_key(context.partition_key, spec)
 
 
-def cost_model(experiment: ExperimentConfig):  # type: ignore[no-untyped-def]
-    from crypto_assets.backtest import CostModel
+def cost_model(experiment: ExperimentConfig) -> "CostModel":
+    from crypto_assets.backtest import CostModel  # numba-compiled: imported when a step needs it
 
     return CostModel(**experiment.costs.model_dump())
 
