@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
-from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec
+from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, selected_outputs
 from crypto_assets.orchestration.partitions import fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
 
@@ -21,12 +21,13 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
     fold_window = dg.TimeWindowPartitionMapping(start_offset=-spec.train_months, end_offset=spec.test_months - 1)
 
     @dg.multi_asset(
+        can_subset=True,
         name=AGENT,
         partitions_def=folds,
         ins={"fold_dataset": dg.AssetIn(), "bars": dg.AssetIn(partition_mapping=fold_window)},
         outs={
-            AGENT: dg.AssetOut(io_manager_key="model_io", code_version=version, description="The fold's PPO policy (SB3), settings and training curves."),
-            f"{PREDICTIONS_PREFIX}ppo": dg.AssetOut(
+            AGENT: dg.AssetOut(is_required=False, io_manager_key="model_io", code_version=version, description="The fold's PPO policy (SB3), settings and training curves."),
+            f"{PREDICTIONS_PREFIX}ppo": dg.AssetOut(is_required=False, 
                 io_manager_key="warehouse_io", code_version=version, description="The deterministic policy's target weights on the test window."
             ),
         },
@@ -50,18 +51,21 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
         weights = agent.predict_weights(TradingEnv(test_data, costs, env_params, training=False))
         out = weights.with_columns(fold=pl.lit(fold), model=pl.lit("ppo"))
         curves = agent.curves
-        yield dg.Output(
-            agent,
-            output_name=AGENT,
-            metadata={
-                "device": device,
-                "seed": run_seed,
-                "timesteps": params.total_timesteps,
-                "rollouts": curves.height,
-                "training_curves": dg.MetadataValue.md(_curves_md(curves)),
-            },
+        yield from selected_outputs(
+            context,
+            dg.Output(
+                agent,
+                output_name=AGENT,
+                metadata={
+                    "device": device,
+                    "seed": run_seed,
+                    "timesteps": params.total_timesteps,
+                    "rollouts": curves.height,
+                    "training_curves": dg.MetadataValue.md(_curves_md(curves)),
+                },
+            ),
+            dg.Output(out, output_name=f"{PREDICTIONS_PREFIX}ppo", metadata={"orders": out.height}),
         )
-        yield dg.Output(out, output_name=f"{PREDICTIONS_PREFIX}ppo", metadata={"orders": out.height})
 
     return agent_ppo
 
@@ -73,4 +77,3 @@ def _curves_md(curves: pl.DataFrame) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |" for row in curves.iter_rows()]
     return "\n".join(rows)
-

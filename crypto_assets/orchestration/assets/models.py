@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
-from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec
+from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, selected_outputs
 from crypto_assets.orchestration.partitions import fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
 from crypto_assets.timeframes import periods_per_year
@@ -46,12 +46,13 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
         version = section_hash(experiment, "walk_forward", "costs") + "-" + fingerprint([section.model_dump(mode="json"), sizing.model_dump(mode="json")])
 
         @dg.multi_asset(
+            can_subset=True,
             name=name,
             partitions_def=folds,
             ins={"fold_dataset": dg.AssetIn()},
             outs={
-                name: dg.AssetOut(io_manager_key="model_io", code_version=version, description=f"The fold's trained {arch} checkpoint and its config."),
-                f"{PREDICTIONS_PREFIX}{arch}": dg.AssetOut(
+                name: dg.AssetOut(is_required=False, io_manager_key="model_io", code_version=version, description=f"The fold's trained {arch} checkpoint and its config."),
+                f"{PREDICTIONS_PREFIX}{arch}": dg.AssetOut(is_required=False, 
                     io_manager_key="warehouse_io",
                     code_version=version,
                     description="Out-of-sample p_up and forecast vol on the test window, and the target weights they size to.",
@@ -80,25 +81,28 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
             out = preds.join(weights, on=["symbol", "ts"], how="left").with_columns(fold=pl.lit(fold), model=pl.lit(arch))
             oos = model.evaluate(fold_dataset, only_split="test")
             history = model.history
-            yield dg.Output(
-                model,
-                output_name=name,
-                metadata={
-                    "device": str(model.device),
-                    "precision": model.precision,
-                    "samples_per_second": float(model.samples_per_second),
-                    "train_seconds": float(model.train_seconds),
-                    "seed": run_seed,
-                    "epochs_run": model.epochs_run,
-                    "best_epoch": model.best_epoch,
-                    "loss_curves": dg.MetadataValue.json({k: [round(float(x), 6) for x in v] for k, v in history.items()}),
-                    "metrics": dg.MetadataValue.md(_metric_md({"validation": model.val_metrics, "out_of_sample": oos})),
-                    "oos_auc": float(oos.get("auc", float("nan"))),
-                    "oos_accuracy": float(oos.get("accuracy", float("nan"))),
-                    "oos_brier": float(oos.get("brier", float("nan"))),
-                },
+            yield from selected_outputs(
+                context,
+                dg.Output(
+                    model,
+                    output_name=name,
+                    metadata={
+                        "device": str(model.device),
+                        "precision": model.precision,
+                        "samples_per_second": float(model.samples_per_second),
+                        "train_seconds": float(model.train_seconds),
+                        "seed": run_seed,
+                        "epochs_run": model.epochs_run,
+                        "best_epoch": model.best_epoch,
+                        "loss_curves": dg.MetadataValue.json({k: [round(float(x), 6) for x in v] for k, v in history.items()}),
+                        "metrics": dg.MetadataValue.md(_metric_md({"validation": model.val_metrics, "out_of_sample": oos})),
+                        "oos_auc": float(oos.get("auc", float("nan"))),
+                        "oos_accuracy": float(oos.get("accuracy", float("nan"))),
+                        "oos_brier": float(oos.get("brier", float("nan"))),
+                    },
+                ),
+                dg.Output(out, output_name=f"{PREDICTIONS_PREFIX}{arch}", metadata={"rows": out.height, "orders": int(out["weight"].is_not_null().sum())}),
             )
-            yield dg.Output(out, output_name=f"{PREDICTIONS_PREFIX}{arch}", metadata={"rows": out.height, "orders": int(out["weight"].is_not_null().sum())})
 
         return _train
 
@@ -132,4 +136,3 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
         return dg.Output(out, metadata={"members": dg.MetadataValue.json(member_weights), "orders": out.height})
 
     return [*trained, ensemble]
-

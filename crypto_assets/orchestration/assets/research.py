@@ -56,6 +56,12 @@ def cost_model(experiment: ExperimentConfig) -> "CostModel":
     return CostModel(**experiment.costs.model_dump())
 
 
+def selected_outputs(context: dg.AssetExecutionContext, *outputs: dg.Output) -> list[dg.Output]:
+    """The outputs of a multi-asset that this run selected (`--select backtest` alone works: the step
+    computes everything and stores only what was asked for)."""
+    return [o for o in outputs if o.output_name in context.selected_output_names]
+
+
 def _png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
@@ -188,12 +194,13 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
     costs_version = section_hash(experiment, "data", "validation", "features", "walk_forward", "baselines", "costs")
 
     @dg.multi_asset(
+        can_subset=True,
         partitions_def=folds,
         ins={"bars": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=spec.test_months - 1)), **strategy_ins},
         outs={
-            "backtest": dg.AssetOut(io_manager_key="warehouse_io", code_version=costs_version, description="Per-bar equity, returns, costs, turnover and exposure of every strategy over the fold's test window (`strategy` column)."),
-            "weights": dg.AssetOut(io_manager_key="warehouse_io", code_version=costs_version, description="Every order: requested, target (after the leverage cap) and filled weight."),
-            "trades": dg.AssetOut(io_manager_key="warehouse_io", code_version=costs_version, description="Round-trip trades (DESIGN.md §3.4) with costs and P&L."),
+            "backtest": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=costs_version, description="Per-bar equity, returns, costs, turnover and exposure of every strategy over the fold's test window (`strategy` column)."),
+            "weights": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=costs_version, description="Every order: requested, target (after the leverage cap) and filled weight."),
+            "trades": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=costs_version, description="Round-trip trades (DESIGN.md §3.4) with costs and P&L."),
         },
         group_name="backtests",
     )
@@ -215,17 +222,21 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         summary = frame.group_by("strategy").agg(
             ((pl.col("return") + 1).product() - 1).alias("total_return"), pl.col("cost").sum().alias("costs"), pl.col("turnover").sum()
         ).sort("strategy")
-        yield dg.Output(frame, output_name="backtest", metadata={"summary": dg.MetadataValue.md(_md(summary))})
-        yield dg.Output(pl.concat(orders, how="diagonal_relaxed"), output_name="weights")
-        yield dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="trades")
+        yield from selected_outputs(
+            context,
+            dg.Output(frame, output_name="backtest", metadata={"summary": dg.MetadataValue.md(_md(summary))}),
+            dg.Output(pl.concat(orders, how="diagonal_relaxed"), output_name="weights"),
+            dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="trades"),
+        )
 
     report_version = section_hash(experiment, "data", "validation", "features", "walk_forward", "baselines", "costs", "constraints")
 
     @dg.multi_asset(
+        can_subset=True,
         ins={"bars": dg.AssetIn(), **report_strategy_ins},
         outs={
-            "walk_forward_equity": dg.AssetOut(io_manager_key="warehouse_io", code_version=report_version, description="One engine run per strategy over the stitched folds: each month traded exactly once."),
-            "walk_forward_trades": dg.AssetOut(io_manager_key="warehouse_io", code_version=report_version, description="Round-trip trades of the stitched runs."),
+            "walk_forward_equity": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=report_version, description="One engine run per strategy over the stitched folds: each month traded exactly once."),
+            "walk_forward_trades": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=report_version, description="Round-trip trades of the stitched runs."),
         },
         group_name="reports",
     )
@@ -250,8 +261,11 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             result = run_backtest(history, order_rows(stitched), costs, timeframe=timeframe)
             per_bar.append(per_bar_results(result, strategy, first, last))
             trips.append(result.round_trips.with_columns(strategy=pl.lit(strategy)))
-        yield dg.Output(pl.concat(per_bar), output_name="walk_forward_equity", metadata={"folds": len(spans), "span": f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}"})
-        yield dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="walk_forward_trades")
+        yield from selected_outputs(
+            context,
+            dg.Output(pl.concat(per_bar), output_name="walk_forward_equity", metadata={"folds": len(spans), "span": f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}"}),
+            dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="walk_forward_trades"),
+        )
 
     P = periods_per_year(timeframe)
 
