@@ -241,3 +241,21 @@ def test_ccxt_experiment_through_the_local_exchange(tmp_path: Path) -> None:
         message = failure_text(result)
         assert "binance: BTC/USDT 1h" in message and "must be numeric" in message
         assert wh.read_table("bars").equals(stored) and wh.read_table("raw_ohlcv").equals(raw)
+
+
+def test_real_gaps_flagged_not_filled_stop_features_with_a_hint(tmp_path: Path) -> None:
+    shared = PROJECT_ROOT.parent / "shared" / "data" / "ohlcv"
+    path = write_config(tmp_path, source="csv", csv_dir=str(shared), start="2020-01-01", end="2020-03-31")
+    raw = yaml.safe_load(path.read_text())
+    raw["validation"] = {"gap_policy": "flag"}
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_ingest(config, "2020-01-01", "2020-03-01", instance)
+    assert not result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["continuity"].passed and checks["continuity"].severity == dg.AssetCheckSeverity.WARN
+    assert "set validation.gap_policy: ffill" in failure_text(result)
+    # The flagged bars were stored (the gaps listed, not filled): 2020-02-09 02:00 is missing.
+    bars = Warehouse(experiment_root(config)).read_partitions("bars", ["2020-02-01"])
+    assert bars.filter(pl.col("ts") == dt.datetime(2020, 2, 9, 2, tzinfo=dt.UTC)).is_empty()

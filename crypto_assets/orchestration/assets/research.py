@@ -100,7 +100,15 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
 
         window = context.partition_time_window
         history = bars.filter(pl.col("ts") >= window.start - feature_lookback)
-        feats = compute_features(history, timeframe)
+        try:
+            feats = compute_features(history, timeframe)
+        except ValueError as exc:
+            if experiment.validation.gap_policy == "ffill":
+                raise
+            raise ValueError(
+                f"{exc}. validation.gap_policy is {experiment.validation.gap_policy!r}, which leaves missing bars "
+                "in `bars`; indicators need a regular grid: set validation.gap_policy: ffill"
+            ) from exc
         regimes = causal_regimes(history, timeframe).select("symbol", "ts", "vol_regime_code", "trend_regime_code")
         out = feats.join(regimes, on=["symbol", "ts"], how="left").filter(
             (pl.col("ts") >= window.start) & (pl.col("ts") < window.end)
