@@ -1,10 +1,10 @@
 """`crypto-lab`: the project's command line.
 
-    crypto-lab validate-config FILE          check an experiment file without running anything
-    crypto-lab run --config FILE             materialize the experiment end to end on its persistent
-                                             Dagster instance (storage/<experiment>/dagster_home)
-    crypto-lab home --config FILE            print that instance's DAGSTER_HOME (for `export`)
-    crypto-lab dagster --config FILE -- ARGS run the `dagster` CLI on the experiment's instance
+crypto-lab validate-config FILE          check an experiment file without running anything
+crypto-lab run --config FILE             materialize the experiment end to end on its persistent
+                                         Dagster instance (storage/<experiment>/dagster_home)
+crypto-lab home --config FILE            print that instance's DAGSTER_HOME (for `export`)
+crypto-lab dagster --config FILE -- ARGS run the `dagster` CLI on the experiment's instance
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ def _run(args: argparse.Namespace) -> int:
     range_tags = {"dagster/asset_partition_range_start": months[0], "dagster/asset_partition_range_end": months[-1]}
     # One run per partitions definition, in order (DESIGN.md §2): months in one run, then each fold, then reports.
     plan: list[tuple[str, str, dict[str, object]]] = [
-        (INGEST_JOB, f"raw_ohlcv → bars → features, {len(months)} months {months[0]} .. {months[-1]} in one run", {"tags": range_tags}),
+        (
+            INGEST_JOB,
+            f"raw_ohlcv → bars → features, {len(months)} months {months[0]} .. {months[-1]} in one run",
+            {"tags": range_tags},
+        ),
         *((FOLDS_JOB, f"fold {key}: dataset, strategies, backtest", {"partition_key": key}) for key in folds),
         (REPORTS_JOB, "walk-forward equity, kpis, regime_kpis, trials", {}),
     ]
@@ -71,10 +75,16 @@ def _run(args: argparse.Namespace) -> int:
         for step, (job, label, options) in enumerate(plan, 1):
             t0 = time.perf_counter()
             result = defs.resolve_job_def(job).execute_in_process(
-                instance=instance, run_config=logging, raise_on_error=False, **options  # type: ignore[arg-type]
+                instance=instance,
+                run_config=logging,
+                raise_on_error=False,
+                **options,  # type: ignore[arg-type]
             )
             status = "ok" if result.success else "FAILED"
-            print(f"[{step}/{len(plan)}] {label}: {status} ({time.perf_counter() - t0:.1f} s, run {result.run_id[:8]})", flush=True)
+            print(
+                f"[{step}/{len(plan)}] {label}: {status} ({time.perf_counter() - t0:.1f} s, run {result.run_id[:8]})",
+                flush=True,
+            )
             if not result.success:
                 print("\n".join(failure_messages(result)), file=sys.stderr)
                 return 1
@@ -122,11 +132,15 @@ def _print_summary(config: ExperimentConfig) -> None:
         "round(avg(CASE WHEN total_return > 0 THEN 1 ELSE 0 END), 2) AS share_positive, "
         "round(max(max_drawdown), 3) AS worst_max_dd FROM kpis WHERE scope <> 'stitched' GROUP BY strategy ORDER BY strategy"
     )
-    with pl.Config(tbl_rows=200, tbl_cols=30, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=200):
+    with pl.Config(
+        tbl_rows=200, tbl_cols=30, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=200
+    ):
         print(f"\nbars (warehouse {warehouse.db_path}; open with: duckdb -readonly {warehouse.db_path})")
         print(bars)
-        print("\nstitched walk-forward KPIs (DESIGN.md §3.4; constraints: "
-              f"max drawdown <= {config.constraints.max_drawdown}, Sharpe >= {config.constraints.min_sharpe})")
+        print(
+            "\nstitched walk-forward KPIs (DESIGN.md §3.4; constraints: "
+            f"max drawdown <= {config.constraints.max_drawdown}, Sharpe >= {config.constraints.min_sharpe})"
+        )
         print(kpis)
         print("\nper-fold KPIs (test windows)")
         print(folds)
@@ -154,7 +168,9 @@ def _dagster(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crypto-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="crypto-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser("validate-config", help="check an experiment YAML file")

@@ -71,14 +71,29 @@ def test_shipped_configs_validate(name: str) -> None:
         (_with(constraints__min_sharpe="high"), ["constraints.min_sharpe", "valid number"]),
         (_with(experiment__gpu_id=-1), ["experiment.gpu_id"]),
         (_with(models__ensemble=[{"type": "LSTM_Attn", "weight": 0.5}]), ["models.ensemble", "sum to 1"]),
-        (_with(models__ensemble=[{"type": "LSTM", "weight": 1.0}]), ["models.ensemble[0].type", "'LSTM_Attn', 'CNN_LSTM' or 'PPO_Agent'"]),
-        (_with(models__ensemble=[{"type": "LSTM_Attn", "weight": 1.0, "lr": 1}]), ["models.ensemble[0].lr: unknown key", "allowed keys here: type, weight"]),
-        (_with(data__synthetic={"garch_alpha": 0.2, "garch_beta": 0.85}), ["data.synthetic", "garch_alpha + garch_beta must be < 1"]),
+        (
+            _with(models__ensemble=[{"type": "LSTM", "weight": 1.0}]),
+            ["models.ensemble[0].type", "'LSTM_Attn', 'CNN_LSTM' or 'PPO_Agent'"],
+        ),
+        (
+            _with(models__ensemble=[{"type": "LSTM_Attn", "weight": 1.0, "lr": 1}]),
+            ["models.ensemble[0].lr: unknown key", "allowed keys here: type, weight"],
+        ),
+        (
+            _with(data__synthetic={"garch_alpha": 0.2, "garch_beta": 0.85}),
+            ["data.synthetic", "garch_alpha + garch_beta must be < 1"],
+        ),
         (_with(data__source="csv"), ["needs data.csv_dir"]),
         (_with(data__start="2024-01-01", data__end="2023-01-01"), ["end (2023-01-01) is before start (2024-01-01)"]),
         (_with(validation__gap_policy="drop"), ["validation.gap_policy", "'fail', 'flag' or 'ffill'"]),
         ({"data": {"tickers": ["BTC/USDT"]}}, ["experiment: required key is missing"]),
-        (_with(surprise={"a": 1}), ["surprise: unknown key", "allowed keys here: experiment, data, validation, features, walk_forward, costs, baselines, constraints, models"]),
+        (
+            _with(surprise={"a": 1}),
+            [
+                "surprise: unknown key",
+                "allowed keys here: experiment, data, validation, features, walk_forward, costs, baselines, constraints, models",
+            ],
+        ),
     ],
 )
 def test_bad_values_name_key_and_rule(raw: dict, expected: list[str]) -> None:

@@ -21,7 +21,15 @@ def orders(rows: list[tuple[str, int, float | None]]) -> pl.DataFrame:
 
 
 def test_weighted_average_of_held_targets() -> None:
-    lstm = orders([("BTC/USDT", 0, 0.5), ("ETH/USDT", 0, 0.5), ("BTC/USDT", 4, None), ("BTC/USDT", 24, 1.0), ("ETH/USDT", 24, 0.0)])
+    lstm = orders(
+        [
+            ("BTC/USDT", 0, 0.5),
+            ("ETH/USDT", 0, 0.5),
+            ("BTC/USDT", 4, None),
+            ("BTC/USDT", 24, 1.0),
+            ("ETH/USDT", 24, 0.0),
+        ]
+    )
     ppo = orders([("BTC/USDT", 0, 1.0), ("BTC/USDT", 1, 0.0), ("BTC/USDT", 2, 0.2)])
     out = soft_vote({"lstm": lstm, "ppo": ppo}, {"lstm": 0.4, "ppo": 0.6})
     got = {(r["symbol"], int((r["ts"] - T0) / H)): r["weight"] for r in out.iter_rows(named=True)}

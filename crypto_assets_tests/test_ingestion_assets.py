@@ -52,7 +52,9 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(failure_messages(result))
 
 
-def run_ingest(config: ExperimentConfig, first: str, last: str, instance: dg.DagsterInstance, **kwargs: object) -> dg.ExecuteInProcessResult:
+def run_ingest(
+    config: ExperimentConfig, first: str, last: str, instance: dg.DagsterInstance, **kwargs: object
+) -> dg.ExecuteInProcessResult:
     job = build_definitions(config).resolve_job_def(INGEST_JOB)
     tags = {} if first == last else dict(zip(RANGE_TAGS, (first, last), strict=True))
     return job.execute_in_process(
@@ -120,7 +122,9 @@ def test_hard_validation_error_fails_before_writing(tmp_path: Path) -> None:
         good_bars = wh.read_partitions("bars", ["2024-01-01"])
         # Corrupt the stored raw partition (high below low on one row), then rebuild only `bars`.
         raw = wh.read_partitions("raw_ohlcv", ["2024-01-01"])
-        raw = raw.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(pl.col("low") * 0.5).otherwise(pl.col("high")).alias("high"))
+        raw = raw.with_columns(
+            pl.when(pl.int_range(pl.len()) == 5).then(pl.col("low") * 0.5).otherwise(pl.col("high")).alias("high")
+        )
         wh.write_partition("raw_ohlcv", raw, "2024-01-01")
         job = build_definitions(config).resolve_job_def(INGEST_JOB)
         result = job.execute_in_process(
@@ -149,7 +153,9 @@ def test_schedule_refreshes_current_month_incrementally(tmp_path: Path) -> None:
         wh.write_partition("raw_ohlcv", full.filter(pl.col("ts") < cutoff), current)
         schedule = defs.resolve_schedule_def("ingest_current_month")
         tick = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime.now(dt.UTC), repository_def=defs.get_repository_def()
+            instance=instance,
+            scheduled_execution_time=dt.datetime.now(dt.UTC),
+            repository_def=defs.get_repository_def(),
         )
         request = schedule.evaluate_tick(tick).run_requests[0]
         assert request.partition_key == current
@@ -176,7 +182,9 @@ def test_experiments_do_not_mix(tmp_path: Path) -> None:
     assert Warehouse(experiment_root(second)).read_table("bars")["symbol"].unique().to_list() == ["SOL/USDT"]
 
 
-def test_crypto_lab_run_uses_the_persistent_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crypto_lab_run_uses_the_persistent_instance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)  # restored after the test: `run` sets both
     monkeypatch.delenv("CRYPTO_ASSETS_CONFIG", raising=False)
     path = write_config(tmp_path, end="2024-02-29")
@@ -202,7 +210,9 @@ def test_dagster_cli_materialize_partition_and_range(tmp_path: Path) -> None:
     (dagster_home(config) / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
     dagster = str(Path(sys.executable).parent / "dagster")
     base = [dagster, "asset", "materialize", "-m", "crypto_assets.definitions", "--select", "raw_ohlcv,bars"]
-    ran = subprocess.run([*base, "--partition-range", "2024-01-01...2024-02-01"], env=env, capture_output=True, text=True, timeout=300)
+    ran = subprocess.run(
+        [*base, "--partition-range", "2024-01-01...2024-02-01"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     ran = subprocess.run([*base, "--partition", "2024-03-01"], env=env, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -215,7 +225,8 @@ def test_ccxt_experiment_through_the_local_exchange(tmp_path: Path) -> None:
     from crypto_assets_tests.local_exchange import garbage_row, load_fixture, running_exchange
 
     recorded = pl.concat([load_fixture(s) for s in ("BTC/USDT", "SOL/USDT")]).filter(
-        (pl.col("ts") >= dt.datetime(2020, 7, 1, tzinfo=dt.UTC)) & (pl.col("ts") < dt.datetime(2020, 9, 1, tzinfo=dt.UTC))
+        (pl.col("ts") >= dt.datetime(2020, 7, 1, tzinfo=dt.UTC))
+        & (pl.col("ts") < dt.datetime(2020, 9, 1, tzinfo=dt.UTC))
     )
     with running_exchange(recorded) as exchange:
         path = write_config(

@@ -22,14 +22,33 @@ def write_config(tmp_path: Path, name: str) -> Path:
     """One short experiment with tiny models: two one-month folds, a few seconds of training each."""
     raw = {
         "experiment": {"name": name, "gpu_id": 0, "seed": 21, "storage_dir": str(tmp_path / "storage")},
-        "data": {"tickers": ["BTC/USDT", "ETH/USDT"], "timeframe": "1h", "source": "synthetic", "start": "2024-01-01", "end": "2024-04-30"},
+        "data": {
+            "tickers": ["BTC/USDT", "ETH/USDT"],
+            "timeframe": "1h",
+            "source": "synthetic",
+            "start": "2024-01-01",
+            "end": "2024-04-30",
+        },
         "walk_forward": {"train_months": 2, "test_months": 1, "label_horizon": 12},
         "baselines": ["buy_and_hold_btc"],
         "models": {
-            "ensemble": [{"type": "LSTM_Attn", "weight": 0.4}, {"type": "CNN_LSTM", "weight": 0.2}, {"type": "PPO_Agent", "weight": 0.4}],
+            "ensemble": [
+                {"type": "LSTM_Attn", "weight": 0.4},
+                {"type": "CNN_LSTM", "weight": 0.2},
+                {"type": "PPO_Agent", "weight": 0.4},
+            ],
             "lstm_attn": {"window": 16, "hidden": 8, "max_epochs": 2, "max_train_samples": 1500},
             "cnn_lstm": {"window": 16, "hidden": 8, "conv_channels": 4, "max_epochs": 2, "max_train_samples": 1500},
-            "ppo": {"total_timesteps": 1024, "n_envs": 2, "n_steps": 128, "batch_size": 64, "n_epochs": 2, "window": 8, "episode_bars": 128, "net_arch": [16]},
+            "ppo": {
+                "total_timesteps": 1024,
+                "n_envs": 2,
+                "n_steps": 128,
+                "batch_size": 64,
+                "n_epochs": 2,
+                "window": 8,
+                "episode_bars": 128,
+                "net_arch": [16],
+            },
         },
     }
     path = tmp_path / f"{name}.yaml"
@@ -81,10 +100,18 @@ def test_forecaster_metadata_reports_device_precision_and_scores(first_run: tupl
         result = defs.resolve_job_def(FOLDS_JOB).execute_in_process(
             instance=instance,
             partition_key=FOLDS[0],
-            asset_selection=[dg.AssetKey("fold_dataset"), dg.AssetKey("forecaster_lstm_attn"), dg.AssetKey("predictions_lstm_attn")],
+            asset_selection=[
+                dg.AssetKey("fold_dataset"),
+                dg.AssetKey("forecaster_lstm_attn"),
+                dg.AssetKey("predictions_lstm_attn"),
+            ],
         )
     assert result.success
-    meta = next(m for m in result.asset_materializations_for_node("forecaster_lstm_attn") if m.asset_key.path[-1] == "forecaster_lstm_attn").metadata
+    meta = next(
+        m
+        for m in result.asset_materializations_for_node("forecaster_lstm_attn")
+        if m.asset_key.path[-1] == "forecaster_lstm_attn"
+    ).metadata
     assert meta["device"].value == "cpu" and meta["precision"].value == "fp32"  # gpu_id 0 falls back to CPU here
     assert meta["samples_per_second"].value > 0
     assert 0.0 <= meta["oos_auc"].value <= 1.0 and 0.0 <= meta["oos_brier"].value <= 1.0
@@ -98,10 +125,16 @@ def test_gpu_pool_limits_training_assets(first_run: tuple[Path, Warehouse]) -> N
         assert graph.get(dg.AssetKey(key)).pools == {"gpu"}, key
 
 
-def test_same_config_and_seed_give_identical_kpis_in_any_fold_order(first_run: tuple[Path, Warehouse], tmp_path: Path) -> None:
+def test_same_config_and_seed_give_identical_kpis_in_any_fold_order(
+    first_run: tuple[Path, Warehouse], tmp_path: Path
+) -> None:
     _, warehouse = first_run
     again = run_experiment(write_config(tmp_path, "models"), list(reversed(FOLDS)))
     a = warehouse.read_table("kpis").sort("scope", "strategy").drop("git_commit")
     b = again.read_table("kpis").sort("scope", "strategy").drop("git_commit")
     assert a.equals(b)
-    assert warehouse.read_table("predictions_ppo").sort("fold", "symbol", "ts").equals(again.read_table("predictions_ppo").sort("fold", "symbol", "ts"))
+    assert (
+        warehouse.read_table("predictions_ppo")
+        .sort("fold", "symbol", "ts")
+        .equals(again.read_table("predictions_ppo").sort("fold", "symbol", "ts"))
+    )

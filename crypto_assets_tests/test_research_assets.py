@@ -25,7 +25,13 @@ FOLDS = ["2024-03-01", "2024-04-01", "2024-05-01"]  # train 2 months, test 2 mon
 def write_config(tmp_path: Path, name: str) -> Path:
     raw = {
         "experiment": {"name": name, "gpu_id": None, "seed": 11, "storage_dir": str(tmp_path / "storage")},
-        "data": {"tickers": ["BTC/USDT", "ETH/USDT"], "timeframe": "1h", "source": "synthetic", "start": "2024-01-01", "end": "2024-06-30"},
+        "data": {
+            "tickers": ["BTC/USDT", "ETH/USDT"],
+            "timeframe": "1h",
+            "source": "synthetic",
+            "start": "2024-01-01",
+            "end": "2024-06-30",
+        },
         "walk_forward": {"train_months": 2, "test_months": 2, "step_months": 1, "label_horizon": 12},
         "constraints": {"max_drawdown": 0.3, "min_sharpe": 0.5},
         "models": TINY_MODELS,
@@ -47,7 +53,19 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
 
 
 def test_every_table_is_in_the_warehouse(study: Warehouse) -> None:
-    for table in ("bars", "features", "fold_dataset", "predictions", "backtest", "weights", "trades", "walk_forward_equity", "kpis", "regime_kpis", "trials"):
+    for table in (
+        "bars",
+        "features",
+        "fold_dataset",
+        "predictions",
+        "backtest",
+        "weights",
+        "trades",
+        "walk_forward_equity",
+        "kpis",
+        "regime_kpis",
+        "trials",
+    ):
         assert study.query(f"SELECT count(*) AS n FROM {table}")["n"][0] > 0, table
     assert study.stored_keys("backtest") == FOLDS
 
@@ -112,7 +130,9 @@ def test_regime_kpis_and_trials(study: Warehouse) -> None:
     assert trials["params"].n_unique() == 1
 
 
-def test_same_config_and_seed_give_identical_kpis(study: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_config_and_seed_give_identical_kpis(
+    study: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv("CRYPTO_ASSETS_CONFIG", raising=False)
     path = write_config(tmp_path, "study")  # same name and seed, other storage folder
@@ -134,8 +154,10 @@ def test_one_output_of_a_multi_asset_materializes_alone(study: Warehouse) -> Non
     weights_file = study.partition_path("weights", FOLDS[0])
     weights_mtime = weights_file.stat().st_mtime_ns
     with dg.DagsterInstance.ephemeral() as instance:
-        result = build_definitions(config).resolve_job_def(FOLDS_JOB).execute_in_process(
-            instance=instance, partition_key=FOLDS[0], asset_selection=[dg.AssetKey("backtest")]
+        result = (
+            build_definitions(config)
+            .resolve_job_def(FOLDS_JOB)
+            .execute_in_process(instance=instance, partition_key=FOLDS[0], asset_selection=[dg.AssetKey("backtest")])
         )
     assert result.success
     assert study.read_partitions("backtest", [FOLDS[0]]).equals(before)  # deterministic recomputation

@@ -111,7 +111,9 @@ class ModelArtifactIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         directory = self._directory(context)
         if not directory.exists():
-            raise WarehouseError(f"no checkpoint for {context.asset_key.to_user_string()} at {directory}; materialize it first")
+            raise WarehouseError(
+                f"no checkpoint for {context.asset_key.to_user_string()} at {directory}; materialize it first"
+            )
         module, _, name = (directory / ARTIFACT_CLASS_FILE).read_text().partition(":")
         cls = getattr(importlib.import_module(module), name)
         return cls.load(directory)

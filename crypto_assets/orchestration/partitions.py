@@ -49,7 +49,9 @@ def fold_partitions(data: DataSection, spec: FoldSpec) -> dg.MonthlyPartitionsDe
             f"data {data.start}..{data.end} is too short for one fold of {spec.train_months} train + "
             f"{spec.test_months} test months (walk_forward section)"
         )
-    return dg.MonthlyPartitionsDefinition(start_date=start, end_date=_next_month(dt.date.fromisoformat(keys[-1])).strftime(MONTH_FMT))
+    return dg.MonthlyPartitionsDefinition(
+        start_date=start, end_date=_next_month(dt.date.fromisoformat(keys[-1])).strftime(MONTH_FMT)
+    )
 
 
 def previous_month_key(key: str) -> str:

@@ -20,7 +20,9 @@ _CRON_BY_TIMEFRAME = {
 }
 
 
-def build_ingest_schedule(experiment: ExperimentConfig, ingest_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_ingest_schedule(
+    experiment: ExperimentConfig, ingest_job: dg.UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition:
     # Live data only: on by default for exchange sources with an open end, off for fixed spans.
     live = experiment.data.source_kind == "ccxt" and experiment.data.end is None
     partitions = data_partitions(experiment.data)

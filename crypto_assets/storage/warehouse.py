@@ -102,8 +102,7 @@ class Warehouse:
         if absent and missing == "error":
             shown = ", ".join(absent[:5]) + (f" (+{len(absent) - 5} more)" if len(absent) > 5 else "")
             raise WarehouseError(
-                f"table {table!r} has no stored partition {shown} under {self.table_dir(table)}; "
-                "materialize it first"
+                f"table {table!r} has no stored partition {shown} under {self.table_dir(table)}; materialize it first"
             )
         present = [path for path in paths if path.exists()]
         if not present:

@@ -17,7 +17,11 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
     spec = fold_spec(experiment)
     folds = fold_partitions(experiment.data, spec)
     timeframe = experiment.data.timeframe
-    version = section_hash(experiment, "walk_forward", "costs") + "-" + fingerprint(experiment.models.ppo.model_dump(mode="json"))
+    version = (
+        section_hash(experiment, "walk_forward", "costs")
+        + "-"
+        + fingerprint(experiment.models.ppo.model_dump(mode="json"))
+    )
     fold_window = dg.TimeWindowPartitionMapping(start_offset=-spec.train_months, end_offset=spec.test_months - 1)
 
     @dg.multi_asset(
@@ -26,15 +30,28 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
         partitions_def=folds,
         ins={"fold_dataset": dg.AssetIn(), "bars": dg.AssetIn(partition_mapping=fold_window)},
         outs={
-            AGENT: dg.AssetOut(is_required=False, io_manager_key="model_io", code_version=version, description="The fold's PPO policy (SB3), settings and training curves."),
-            f"{PREDICTIONS_PREFIX}ppo": dg.AssetOut(is_required=False, 
-                io_manager_key="warehouse_io", code_version=version, description="The deterministic policy's target weights on the test window."
+            AGENT: dg.AssetOut(
+                is_required=False,
+                io_manager_key="model_io",
+                code_version=version,
+                description="The fold's PPO policy (SB3), settings and training curves.",
+            ),
+            f"{PREDICTIONS_PREFIX}ppo": dg.AssetOut(
+                is_required=False,
+                io_manager_key="warehouse_io",
+                code_version=version,
+                description="The deterministic policy's target weights on the test window.",
             ),
         },
         pool=GPU_POOL,
         group_name="models",
     )
-    def agent_ppo(context: dg.AssetExecutionContext, torch_device: TorchDeviceResource, fold_dataset: pl.DataFrame, bars: pl.DataFrame):  # type: ignore[no-untyped-def]
+    def agent_ppo(
+        context: dg.AssetExecutionContext,
+        torch_device: TorchDeviceResource,
+        fold_dataset: pl.DataFrame,
+        bars: pl.DataFrame,
+    ):  # type: ignore[no-untyped-def]
         from crypto_assets.agents import EnvData, PPOParams, TradingEnv, train_ppo
         from crypto_assets.models import derive_seed
         from crypto_assets.orchestration.assets.research import cost_model
@@ -45,9 +62,13 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
         env_params = params.env_params()
         run_seed = derive_seed(experiment.experiment.seed, AGENT, fold)
         train_data = EnvData.from_frames(fold_dataset, bars, split="train", timeframe=timeframe)
-        test_data = EnvData.from_frames(fold_dataset, bars, split="test", timeframe=timeframe, symbols=train_data.symbols)
+        test_data = EnvData.from_frames(
+            fold_dataset, bars, split="test", timeframe=timeframe, symbols=train_data.symbols
+        )
         device = str(torch_device.device(context.log)) if params.use_gpu else "cpu"
-        agent = train_ppo(lambda: TradingEnv(train_data, costs, env_params, training=True), params, seed=run_seed, device=device)
+        agent = train_ppo(
+            lambda: TradingEnv(train_data, costs, env_params, training=True), params, seed=run_seed, device=device
+        )
         weights = agent.predict_weights(TradingEnv(test_data, costs, env_params, training=False))
         out = weights.with_columns(fold=pl.lit(fold), model=pl.lit("ppo"))
         curves = agent.curves
@@ -75,5 +96,8 @@ def _curves_md(curves: pl.DataFrame) -> str:
         return "(no complete rollout)"
     head = curves.columns
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |" for row in curves.iter_rows()]
+    rows += [
+        "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
+        for row in curves.iter_rows()
+    ]
     return "\n".join(rows)

@@ -2,7 +2,6 @@
 # No `from __future__ import annotations` here: Dagster reads the asset functions' annotations (the
 # Config class) at definition time and cannot resolve them from strings.
 
-
 import datetime as dt
 
 import dagster as dg
@@ -93,7 +92,6 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
             },
         )
 
-
     @dg.asset(
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -135,7 +133,10 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         # A broken schema stops the other rules (they need the columns): say so rather than stay silent.
         checks += [
             dg.AssetCheckResult(
-                check_name=name, passed=False, severity=dg.AssetCheckSeverity.ERROR, description="not evaluated: the schema check failed"
+                check_name=name,
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="not evaluated: the schema check failed",
             )
             for name in BAR_CHECKS
             if name not in {result.name for result in report.results}
@@ -153,14 +154,18 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
                 ) from exc
         assert report.bars is not None
         out = report.bars
-        per_symbol = out.group_by("symbol").agg(
-            pl.len().alias("bars"),
-            pl.col("ts").min().alias("first"),
-            pl.col("ts").max().alias("last"),
-            pl.col("is_filled").sum().alias("filled"),
-            pl.col("is_wick_outlier").sum().alias("wick_outliers"),
-            pl.col("is_illiquid").sum().alias("illiquid_bars"),
-        ).sort("symbol")
+        per_symbol = (
+            out.group_by("symbol")
+            .agg(
+                pl.len().alias("bars"),
+                pl.col("ts").min().alias("first"),
+                pl.col("ts").max().alias("last"),
+                pl.col("is_filled").sum().alias("filled"),
+                pl.col("is_wick_outlier").sum().alias("wick_outliers"),
+                pl.col("is_illiquid").sum().alias("illiquid_bars"),
+            )
+            .sort("symbol")
+        )
         yield dg.Output(
             out,
             metadata={
@@ -172,4 +177,3 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         yield from checks
 
     return [raw_ohlcv, bars]
-

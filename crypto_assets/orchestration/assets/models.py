@@ -18,7 +18,11 @@ from crypto_assets.orchestration.resources import TorchDeviceResource
 from crypto_assets.timeframes import periods_per_year
 
 # Config ensemble member → (asset family, model key)
-MEMBERS = {"LSTM_Attn": ("forecaster", "lstm_attn"), "CNN_LSTM": ("forecaster", "cnn_lstm"), "PPO_Agent": ("agent", "ppo")}
+MEMBERS = {
+    "LSTM_Attn": ("forecaster", "lstm_attn"),
+    "CNN_LSTM": ("forecaster", "cnn_lstm"),
+    "PPO_Agent": ("agent", "ppo"),
+}
 GPU_POOL = "gpu"
 
 
@@ -43,7 +47,11 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
         section = getattr(experiment.models, arch)
         name = f"forecaster_{arch}"
         # Sizing reads costs.max_leverage / allow_short; other models' settings do not matter here.
-        version = section_hash(experiment, "walk_forward", "costs") + "-" + fingerprint([section.model_dump(mode="json"), sizing.model_dump(mode="json")])
+        version = (
+            section_hash(experiment, "walk_forward", "costs")
+            + "-"
+            + fingerprint([section.model_dump(mode="json"), sizing.model_dump(mode="json")])
+        )
 
         @dg.multi_asset(
             can_subset=True,
@@ -51,8 +59,14 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
             partitions_def=folds,
             ins={"fold_dataset": dg.AssetIn()},
             outs={
-                name: dg.AssetOut(is_required=False, io_manager_key="model_io", code_version=version, description=f"The fold's trained {arch} checkpoint and its config."),
-                f"{PREDICTIONS_PREFIX}{arch}": dg.AssetOut(is_required=False, 
+                name: dg.AssetOut(
+                    is_required=False,
+                    io_manager_key="model_io",
+                    code_version=version,
+                    description=f"The fold's trained {arch} checkpoint and its config.",
+                ),
+                f"{PREDICTIONS_PREFIX}{arch}": dg.AssetOut(
+                    is_required=False,
                     io_manager_key="warehouse_io",
                     code_version=version,
                     description="Out-of-sample p_up and forecast vol on the test window, and the target weights they size to.",
@@ -62,13 +76,26 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
             group_name="models",
         )
         def _train(context: dg.AssetExecutionContext, torch_device: TorchDeviceResource, fold_dataset: pl.DataFrame):  # type: ignore[no-untyped-def]
-            from crypto_assets.models import ForecasterParams, default_feature_columns, derive_seed, forecast_to_weights, train_forecaster
+            from crypto_assets.models import (
+                ForecasterParams,
+                default_feature_columns,
+                derive_seed,
+                forecast_to_weights,
+                train_forecaster,
+            )
 
             fold = context.partition_key
             params = ForecasterParams(arch=arch, **section.model_dump())  # type: ignore[arg-type]
             device = torch_device.device(context.log)
             run_seed = derive_seed(seed, name, fold)
-            model = train_forecaster(fold_dataset, default_feature_columns(fold_dataset), spec.label_horizon, params, device=device, seed=run_seed)
+            model = train_forecaster(
+                fold_dataset,
+                default_feature_columns(fold_dataset),
+                spec.label_horizon,
+                params,
+                device=device,
+                seed=run_seed,
+            )
             preds = model.predict(fold_dataset, only_split="test")
             weights = forecast_to_weights(
                 preds,
@@ -78,7 +105,9 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
                 allow_short=costs.allow_short,
                 rebalance_every=sizing.rebalance_every or spec.label_horizon,
             )
-            out = preds.join(weights, on=["symbol", "ts"], how="left").with_columns(fold=pl.lit(fold), model=pl.lit(arch))
+            out = preds.join(weights, on=["symbol", "ts"], how="left").with_columns(
+                fold=pl.lit(fold), model=pl.lit(arch)
+            )
             oos = model.evaluate(fold_dataset, only_split="test")
             history = model.history
             yield from selected_outputs(
@@ -94,14 +123,22 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
                         "seed": run_seed,
                         "epochs_run": model.epochs_run,
                         "best_epoch": model.best_epoch,
-                        "loss_curves": dg.MetadataValue.json({k: [round(float(x), 6) for x in v] for k, v in history.items()}),
-                        "metrics": dg.MetadataValue.md(_metric_md({"validation": model.val_metrics, "out_of_sample": oos})),
+                        "loss_curves": dg.MetadataValue.json(
+                            {k: [round(float(x), 6) for x in v] for k, v in history.items()}
+                        ),
+                        "metrics": dg.MetadataValue.md(
+                            _metric_md({"validation": model.val_metrics, "out_of_sample": oos})
+                        ),
                         "oos_auc": float(oos.get("auc", float("nan"))),
                         "oos_accuracy": float(oos.get("accuracy", float("nan"))),
                         "oos_brier": float(oos.get("brier", float("nan"))),
                     },
                 ),
-                dg.Output(out, output_name=f"{PREDICTIONS_PREFIX}{arch}", metadata={"rows": out.height, "orders": int(out["weight"].is_not_null().sum())}),
+                dg.Output(
+                    out,
+                    output_name=f"{PREDICTIONS_PREFIX}{arch}",
+                    metadata={"rows": out.height, "orders": int(out["weight"].is_not_null().sum())},
+                ),
             )
 
         return _train

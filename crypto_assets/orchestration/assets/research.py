@@ -1,9 +1,9 @@
 """The research graph after `bars`: features, folds, baselines, backtests and KPI tables (DESIGN.md §1).
 
-    features[month] ─► fold_dataset[fold]  (─► the models: crypto_assets.orchestration.assets.models)
-    bars[month] ─► baseline_<name>[fold]
-    every strategy's weights ─► backtest / weights / trades [fold]
-                             └► walk_forward_equity / walk_forward_trades ─► kpis, regime_kpis, trials
+features[month] ─► fold_dataset[fold]  (─► the models: crypto_assets.orchestration.assets.models)
+bars[month] ─► baseline_<name>[fold]
+every strategy's weights ─► backtest / weights / trades [fold]
+                         └► walk_forward_equity / walk_forward_trades ─► kpis, regime_kpis, trials
 """
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 
@@ -27,7 +27,22 @@ if TYPE_CHECKING:
 
 STRATEGY_PREFIX = "baseline_"
 PREDICTIONS_PREFIX = "predictions_"
-KPI_COLUMNS = ["scope", "strategy", "sharpe", "sortino", "max_drawdown", "cagr", "calmar", "total_return", "turnover", "cost_share", "exposure", "psr", "dsr", "passes_constraints"]
+KPI_COLUMNS = [
+    "scope",
+    "strategy",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "cagr",
+    "calmar",
+    "total_return",
+    "turnover",
+    "cost_share",
+    "exposure",
+    "psr",
+    "dsr",
+    "passes_constraints",
+]
 
 
 def fold_spec(experiment: ExperimentConfig) -> FoldSpec:
@@ -85,7 +100,11 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
 
     @dg.asset(
         partitions_def=months,
-        ins={"bars": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-_months_covering(feature_lookback)))},
+        ins={
+            "bars": dg.AssetIn(
+                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-_months_covering(feature_lookback))
+            )
+        },
         backfill_policy=dg.BackfillPolicy.single_run(),
         code_version=section_hash(experiment, "data", "validation", "features"),
         io_manager_key="warehouse_io",
@@ -114,13 +133,28 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
             (pl.col("ts") >= window.start) & (pl.col("ts") < window.end)
         )
         nulls = {c: n for c, n in zip(out.columns, out.null_count().row(0), strict=True) if n}
-        return dg.Output(out, metadata={"rows": out.height, "columns": len(out.columns) - 2, "warm_up_nulls": dg.MetadataValue.json(nulls)})
+        return dg.Output(
+            out,
+            metadata={
+                "rows": out.height,
+                "columns": len(out.columns) - 2,
+                "warm_up_nulls": dg.MetadataValue.json(nulls),
+            },
+        )
 
     @dg.asset(
         partitions_def=folds,
         ins={
-            "features": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-spec.train_months, end_offset=spec.test_months - 1)),
-            "bars": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-spec.train_months, end_offset=spec.test_months - 1)),
+            "features": dg.AssetIn(
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-spec.train_months, end_offset=spec.test_months - 1
+                )
+            ),
+            "bars": dg.AssetIn(
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-spec.train_months, end_offset=spec.test_months - 1
+                )
+            ),
         },
         code_version=section_hash(experiment, "data", "validation", "features", "walk_forward"),
         io_manager_key="warehouse_io",
@@ -128,7 +162,9 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         kinds={"polars", "parquet"},
         description="One walk-forward fold: purged train and test rows, labels, robust z-scores fitted on train only.",
     )
-    def fold_dataset(context: dg.AssetExecutionContext, features: pl.DataFrame, bars: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    def fold_dataset(
+        context: dg.AssetExecutionContext, features: pl.DataFrame, bars: pl.DataFrame
+    ) -> dg.Output[pl.DataFrame]:
         from crypto_assets.folds import RobustZScore, add_labels, split_fold
 
         window = _fold_window(context, spec)
@@ -138,7 +174,10 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         columns = [c for c in RobustZScore.default_columns(train) if not c.endswith("_code")]
         scaler = RobustZScore().fit(train, columns)
         out = pl.concat(
-            [scaler.transform(train).with_columns(split=pl.lit("train")), scaler.transform(test).with_columns(split=pl.lit("test"))]
+            [
+                scaler.transform(train).with_columns(split=pl.lit("train")),
+                scaler.transform(test).with_columns(split=pl.lit("test")),
+            ]
         )
         return dg.Output(
             out,
@@ -157,7 +196,13 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         @dg.asset(
             name=f"{STRATEGY_PREFIX}{name}",
             partitions_def=folds,
-            ins={"bars": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-_months_covering(lookback), end_offset=spec.test_months - 1))},
+            ins={
+                "bars": dg.AssetIn(
+                    partition_mapping=dg.TimeWindowPartitionMapping(
+                        start_offset=-_months_covering(lookback), end_offset=spec.test_months - 1
+                    )
+                )
+            },
             code_version=section_hash(experiment, "data", "validation", "walk_forward") + f"-{name}",
             io_manager_key="warehouse_io",
             group_name="strategies",
@@ -204,11 +249,31 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
     @dg.multi_asset(
         can_subset=True,
         partitions_def=folds,
-        ins={"bars": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=spec.test_months - 1)), **strategy_ins},
+        ins={
+            "bars": dg.AssetIn(
+                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=spec.test_months - 1)
+            ),
+            **strategy_ins,
+        },
         outs={
-            "backtest": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=costs_version, description="Per-bar equity, returns, costs, turnover and exposure of every strategy over the fold's test window (`strategy` column)."),
-            "weights": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=costs_version, description="Every order: requested, target (after the leverage cap) and filled weight."),
-            "trades": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=costs_version, description="Round-trip trades (DESIGN.md §3.4) with costs and P&L."),
+            "backtest": dg.AssetOut(
+                is_required=False,
+                io_manager_key="warehouse_io",
+                code_version=costs_version,
+                description="Per-bar equity, returns, costs, turnover and exposure of every strategy over the fold's test window (`strategy` column).",
+            ),
+            "weights": dg.AssetOut(
+                is_required=False,
+                io_manager_key="warehouse_io",
+                code_version=costs_version,
+                description="Every order: requested, target (after the leverage cap) and filled weight.",
+            ),
+            "trades": dg.AssetOut(
+                is_required=False,
+                io_manager_key="warehouse_io",
+                code_version=costs_version,
+                description="Round-trip trades (DESIGN.md §3.4) with costs and P&L.",
+            ),
         },
         group_name="backtests",
     )
@@ -227,9 +292,15 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             orders.append(result.weights.with_columns(tag))
             trips.append(result.round_trips.with_columns(tag))
         frame = pl.concat(per_bar).with_columns(fold=pl.lit(window.key))
-        summary = frame.group_by("strategy").agg(
-            ((pl.col("return") + 1).product() - 1).alias("total_return"), pl.col("cost").sum().alias("costs"), pl.col("turnover").sum()
-        ).sort("strategy")
+        summary = (
+            frame.group_by("strategy")
+            .agg(
+                ((pl.col("return") + 1).product() - 1).alias("total_return"),
+                pl.col("cost").sum().alias("costs"),
+                pl.col("turnover").sum(),
+            )
+            .sort("strategy")
+        )
         yield from selected_outputs(
             context,
             dg.Output(frame, output_name="backtest", metadata={"summary": dg.MetadataValue.md(_md(summary))}),
@@ -237,14 +308,26 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="trades"),
         )
 
-    report_version = section_hash(experiment, "data", "validation", "features", "walk_forward", "baselines", "costs", "constraints")
+    report_version = section_hash(
+        experiment, "data", "validation", "features", "walk_forward", "baselines", "costs", "constraints"
+    )
 
     @dg.multi_asset(
         can_subset=True,
         ins={"bars": dg.AssetIn(), **report_strategy_ins},
         outs={
-            "walk_forward_equity": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=report_version, description="One engine run per strategy over the stitched folds: each month traded exactly once."),
-            "walk_forward_trades": dg.AssetOut(is_required=False, io_manager_key="warehouse_io", code_version=report_version, description="Round-trip trades of the stitched runs."),
+            "walk_forward_equity": dg.AssetOut(
+                is_required=False,
+                io_manager_key="warehouse_io",
+                code_version=report_version,
+                description="One engine run per strategy over the stitched folds: each month traded exactly once.",
+            ),
+            "walk_forward_trades": dg.AssetOut(
+                is_required=False,
+                io_manager_key="warehouse_io",
+                code_version=report_version,
+                description="Round-trip trades of the stitched runs.",
+            ),
         },
         group_name="reports",
     )
@@ -263,7 +346,10 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             if missing:
                 raise dg.Failure(f"{asset_name}: folds {', '.join(missing)} are not materialized; run them first")
             stitched = pl.concat(
-                [weights.filter((pl.col("fold") == key) & (pl.col("ts") >= s) & (pl.col("ts") < e)) for key, (s, e) in spans.items()]
+                [
+                    weights.filter((pl.col("fold") == key) & (pl.col("ts") >= s) & (pl.col("ts") < e))
+                    for key, (s, e) in spans.items()
+                ]
             )
             history = bars.filter((pl.col("ts") >= first - costs.vol_window * bar) & (pl.col("ts") < last))
             result = run_backtest(history, order_rows(stitched), costs, timeframe=timeframe)
@@ -271,7 +357,11 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             trips.append(result.round_trips.with_columns(strategy=pl.lit(strategy)))
         yield from selected_outputs(
             context,
-            dg.Output(pl.concat(per_bar), output_name="walk_forward_equity", metadata={"folds": len(spans), "span": f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}"}),
+            dg.Output(
+                pl.concat(per_bar),
+                output_name="walk_forward_equity",
+                metadata={"folds": len(spans), "span": f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}"},
+            ),
             dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="walk_forward_trades"),
         )
 
@@ -291,11 +381,20 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         kinds={"polars", "duckdb"},
         description="KPIs per fold and stitched, per strategy (DESIGN.md §3.4), with constraints and provenance.",
     )
-    def kpis(backtest: pl.DataFrame, trades: pl.DataFrame, walk_forward_equity: pl.DataFrame, walk_forward_trades: pl.DataFrame, bars: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    def kpis(
+        backtest: pl.DataFrame,
+        trades: pl.DataFrame,
+        walk_forward_equity: pl.DataFrame,
+        walk_forward_trades: pl.DataFrame,
+        bars: pl.DataFrame,
+    ) -> dg.Output[pl.DataFrame]:
         from crypto_assets.evaluation import STITCHED, kpi_rows, provenance
         from crypto_assets.evaluation.charts import equity_drawdown_png
 
-        limits = {"max_drawdown_limit": experiment.constraints.max_drawdown, "min_sharpe": experiment.constraints.min_sharpe}
+        limits = {
+            "max_drawdown_limit": experiment.constraints.max_drawdown,
+            "min_sharpe": experiment.constraints.min_sharpe,
+        }
         rows = kpi_rows(walk_forward_equity, walk_forward_trades, P, scope=STITCHED, **limits)
         for (fold,), group in backtest.sort("fold").group_by("fold", maintain_order=True):
             rows += kpi_rows(group, trades.filter(pl.col("fold") == fold), P, scope=str(fold), **limits)
@@ -326,9 +425,20 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
 
         # Reporting only: labels from the full sample of the benchmark (BTC) never reach a model.
         benchmark = pick_benchmark(bars) or bars["symbol"].min()
-        regimes = ex_post_regimes(bars.filter(pl.col("symbol") == benchmark)).select("ts", "xp_trend_regime", "xp_vol_regime")
+        regimes = ex_post_regimes(bars.filter(pl.col("symbol") == benchmark)).select(
+            "ts", "xp_trend_regime", "xp_vol_regime"
+        )
         table = regime_kpi_rows(walk_forward_equity, regimes.drop_nulls(), P).with_columns(benchmark=pl.lit(benchmark))
-        columns = ["strategy", "xp_trend_regime", "xp_vol_regime", "bars", "sharpe", "total_return", "max_drawdown", "exposure"]
+        columns = [
+            "strategy",
+            "xp_trend_regime",
+            "xp_vol_regime",
+            "bars",
+            "sharpe",
+            "total_return",
+            "max_drawdown",
+            "exposure",
+        ]
         return dg.Output(table, metadata={"regimes": dg.MetadataValue.md(_md(table.select(columns)))})
 
     @dg.asset(
@@ -340,7 +450,10 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         description="Every strategy × parameters × fold evaluated: the count and spread the deflated Sharpe needs.",
     )
     def trials(backtest: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-        params = json.dumps({"costs": experiment.costs.model_dump(), "walk_forward": experiment.walk_forward.model_dump()}, sort_keys=True)
+        params = json.dumps(
+            {"costs": experiment.costs.model_dump(), "walk_forward": experiment.walk_forward.model_dump()},
+            sort_keys=True,
+        )
         table = (
             backtest.group_by("strategy", "fold")
             .agg(
@@ -354,7 +467,10 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             )
             .sort("strategy", "fold")
         )
-        return dg.Output(table, metadata={"trials": table.height, "sharpe_variance": float(table["sharpe_per_bar"].var() or math.nan)})
+        return dg.Output(
+            table,
+            metadata={"trials": table.height, "sharpe_variance": float(table["sharpe_per_bar"].var() or math.nan)},
+        )
 
     return [backtest, walk_forward, kpis, regime_kpis, trials]
 
