@@ -119,7 +119,8 @@ def test_intraday_grid_has_no_gaps(timeframe: str) -> None:
         assert ts.len() == dt.timedelta(days=30) // step
         assert ts[0] == day(10) and ts[-1] == day(40) - step
         assert ts.diff().drop_nulls().unique().to_list() == [step]
-        assert (ts.dt.epoch("ms") % (step // dt.timedelta(milliseconds=1)) == 0).all()
+        step_ms = step // dt.timedelta(milliseconds=1)
+        assert (ts.dt.epoch("ms") % step_ms == 0).all()
 
 
 # --- determinism ------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
-from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, selected_outputs
+from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
 from crypto_assets.orchestration.partitions import fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
 
@@ -30,17 +30,9 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
         partitions_def=folds,
         ins={"fold_dataset": dg.AssetIn(), "bars": dg.AssetIn(partition_mapping=fold_window)},
         outs={
-            AGENT: dg.AssetOut(
-                is_required=False,
-                io_manager_key="model_io",
-                code_version=version,
-                description="The fold's PPO policy (SB3), settings and training curves.",
-            ),
-            f"{PREDICTIONS_PREFIX}ppo": dg.AssetOut(
-                is_required=False,
-                io_manager_key="warehouse_io",
-                code_version=version,
-                description="The deterministic policy's target weights on the test window.",
+            AGENT: optional_out(version, "The fold's PPO policy (SB3), settings and training curves.", "model_io"),
+            f"{PREDICTIONS_PREFIX}ppo": optional_out(
+                version, "The deterministic policy's target weights on the test window."
             ),
         },
         pool=GPU_POOL,

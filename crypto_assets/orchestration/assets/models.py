@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
-from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, selected_outputs
+from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
 from crypto_assets.orchestration.partitions import fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
 from crypto_assets.timeframes import periods_per_year
@@ -59,17 +59,10 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
             partitions_def=folds,
             ins={"fold_dataset": dg.AssetIn()},
             outs={
-                name: dg.AssetOut(
-                    is_required=False,
-                    io_manager_key="model_io",
-                    code_version=version,
-                    description=f"The fold's trained {arch} checkpoint and its config.",
-                ),
-                f"{PREDICTIONS_PREFIX}{arch}": dg.AssetOut(
-                    is_required=False,
-                    io_manager_key="warehouse_io",
-                    code_version=version,
-                    description="Out-of-sample p_up and forecast vol on the test window, and the target weights they size to.",
+                name: optional_out(version, f"The fold's trained {arch} checkpoint and its config.", "model_io"),
+                f"{PREDICTIONS_PREFIX}{arch}": optional_out(
+                    version,
+                    "Out-of-sample p_up and forecast vol on the test window, and the target weights they size to.",
                 ),
             },
             pool=GPU_POOL,

@@ -71,6 +71,13 @@ def cost_model(experiment: ExperimentConfig) -> "CostModel":
     return CostModel(**experiment.costs.model_dump())
 
 
+def optional_out(code_version: str, description: str, io_manager_key: str = "warehouse_io") -> dg.AssetOut:
+    """A multi-asset output (warehouse table by default); optional, so a run may select only some."""
+    return dg.AssetOut(
+        is_required=False, io_manager_key=io_manager_key, code_version=code_version, description=description
+    )
+
+
 def selected_outputs(context: dg.AssetExecutionContext, *outputs: dg.Output) -> list[dg.Output]:
     """The outputs of a multi-asset that this run selected (`--select backtest` alone works: the step
     computes everything and stores only what was asked for)."""
@@ -256,24 +263,14 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             **strategy_ins,
         },
         outs={
-            "backtest": dg.AssetOut(
-                is_required=False,
-                io_manager_key="warehouse_io",
-                code_version=costs_version,
-                description="Per-bar equity, returns, costs, turnover and exposure of every strategy over the fold's test window (`strategy` column).",
+            "backtest": optional_out(
+                costs_version,
+                "Per-bar equity, returns, costs, turnover and exposure of every strategy over the fold's test window (`strategy` column).",
             ),
-            "weights": dg.AssetOut(
-                is_required=False,
-                io_manager_key="warehouse_io",
-                code_version=costs_version,
-                description="Every order: requested, target (after the leverage cap) and filled weight.",
+            "weights": optional_out(
+                costs_version, "Every order: requested, target (after the leverage cap) and filled weight."
             ),
-            "trades": dg.AssetOut(
-                is_required=False,
-                io_manager_key="warehouse_io",
-                code_version=costs_version,
-                description="Round-trip trades (DESIGN.md §3.4) with costs and P&L.",
-            ),
+            "trades": optional_out(costs_version, "Round-trip trades (DESIGN.md §3.4) with costs and P&L."),
         },
         group_name="backtests",
     )
@@ -316,18 +313,10 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         can_subset=True,
         ins={"bars": dg.AssetIn(), **report_strategy_ins},
         outs={
-            "walk_forward_equity": dg.AssetOut(
-                is_required=False,
-                io_manager_key="warehouse_io",
-                code_version=report_version,
-                description="One engine run per strategy over the stitched folds: each month traded exactly once.",
+            "walk_forward_equity": optional_out(
+                report_version, "One engine run per strategy over the stitched folds: each month traded exactly once."
             ),
-            "walk_forward_trades": dg.AssetOut(
-                is_required=False,
-                io_manager_key="warehouse_io",
-                code_version=report_version,
-                description="Round-trip trades of the stitched runs.",
-            ),
+            "walk_forward_trades": optional_out(report_version, "Round-trip trades of the stitched runs."),
         },
         group_name="reports",
     )
