@@ -141,20 +141,3 @@ def regime_kpi_rows(per_bar: pl.DataFrame, regimes: pl.DataFrame, periods_per_ye
             }
         )
     return pl.DataFrame(rows).sort(keys) if rows else pl.DataFrame()
-
-
-def markdown_table(frame: pl.DataFrame, columns: list[str], digits: int = 3) -> str:
-    """A compact markdown table for Dagster metadata and the CLI."""
-    if frame.is_empty():
-        return "(empty)"
-
-    def fmt(value: object) -> str:
-        if isinstance(value, float):
-            return "nan" if math.isnan(value) else f"{value:.{digits}f}"
-        if isinstance(value, dt.datetime):
-            return value.strftime("%Y-%m-%d")
-        return str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.select(columns).iter_rows()]
-    return "\n".join(lines)

@@ -6,6 +6,7 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
 from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
+from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
 
@@ -74,22 +75,10 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
                     "seed": run_seed,
                     "timesteps": params.total_timesteps,
                     "rollouts": curves.height,
-                    "training_curves": dg.MetadataValue.md(_curves_md(curves)),
+                    "training_curves": md(curves, empty="(no complete rollout)"),
                 },
             ),
             dg.Output(out, output_name=f"{PREDICTIONS_PREFIX}ppo", metadata={"orders": out.height}),
         )
 
     return agent_ppo
-
-
-def _curves_md(curves: pl.DataFrame) -> str:
-    if curves.is_empty():
-        return "(no complete rollout)"
-    head = curves.columns
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows += [
-        "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
-        for row in curves.iter_rows()
-    ]
-    return "\n".join(rows)

@@ -9,6 +9,7 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, section_hash
 from crypto_assets.orchestration.io_managers import SPLIT_BY_TS
+from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import data_partitions, fetch_span, previous_month_key
 from crypto_assets.paths import experiment_root
 from crypto_assets.sources.base import RAW_COLUMNS, empty_raw
@@ -32,15 +33,6 @@ BAR_CHECKS: dict[str, str] = {
 class IngestConfig(dg.Config):
     incremental: bool = False
     """Fetch only bars newer than those stored and merge (the schedule); an explicit request re-fetches."""
-
-
-def _samples_markdown(samples: pl.DataFrame, limit: int = 20) -> str:
-    if samples.is_empty():
-        return "(none)"
-    head = samples.head(limit)
-    header = "| " + " | ".join(head.columns) + " |\n|" + "---|" * len(head.columns) + "\n"
-    rows = "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in head.iter_rows())
-    return header + rows
 
 
 def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition]:
@@ -125,7 +117,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
                 description=result.message,
                 metadata={
                     "failures": result.failures,
-                    "samples": dg.MetadataValue.md(_samples_markdown(result.samples)),
+                    "samples": md(result.samples, digits=8, limit=20),
                 },
             )
             for result in report.results
@@ -149,7 +141,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
             except BarValidationError as exc:
                 raise dg.Failure(
                     description=str(exc),
-                    metadata={r.name: dg.MetadataValue.md(_samples_markdown(r.samples)) for r in report.errors},
+                    metadata={r.name: md(r.samples, digits=8, limit=20) for r in report.errors},
                     allow_retries=False,
                 ) from exc
         assert report.bars is not None
@@ -170,7 +162,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
             out,
             metadata={
                 "rows": out.height,
-                "per_symbol": dg.MetadataValue.md(_samples_markdown(per_symbol, limit=500)),
+                "per_symbol": md(per_symbol, limit=500),
                 "filled_bars": int(out["is_filled"].sum()),
             },
         )

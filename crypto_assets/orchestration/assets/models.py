@@ -13,6 +13,7 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
 from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
+from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
 from crypto_assets.timeframes import periods_per_year
@@ -26,12 +27,15 @@ MEMBERS = {
 GPU_POOL = "gpu"
 
 
-def _metric_md(rows: dict[str, dict[str, float]]) -> str:
-    names = sorted({k for metrics in rows.values() for k in metrics})
-    lines = ["| slice | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for label, metrics in rows.items():
-        lines.append(f"| {label} | " + " | ".join(f"{metrics.get(n, float('nan')):.4f}" for n in names) + " |")
-    return "\n".join(lines)
+def metrics_frame(slices: dict[str, dict[str, float]]) -> pl.DataFrame:
+    """One row per slice (validation, out of sample), one column per metric, sorted by name."""
+    names = sorted({name for metrics in slices.values() for name in metrics})
+    return pl.DataFrame(
+        [
+            {"slice": label, **{n: float(metrics.get(n, float("nan"))) for n in names}}
+            for label, metrics in slices.items()
+        ]
+    )
 
 
 def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition]:
@@ -119,9 +123,7 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
                         "loss_curves": dg.MetadataValue.json(
                             {k: [round(float(x), 6) for x in v] for k, v in history.items()}
                         ),
-                        "metrics": dg.MetadataValue.md(
-                            _metric_md({"validation": model.val_metrics, "out_of_sample": oos})
-                        ),
+                        "metrics": md(metrics_frame({"validation": model.val_metrics, "out_of_sample": oos})),
                         "oos_auc": float(oos.get("auc", float("nan"))),
                         "oos_accuracy": float(oos.get("accuracy", float("nan"))),
                         "oos_brier": float(oos.get("brier", float("nan"))),

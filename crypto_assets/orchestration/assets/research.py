@@ -18,6 +18,7 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, section_hash
 from crypto_assets.folds import FoldSpec, FoldWindow, fold_window_for_key, fold_windows, stitch_months
+from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.io_managers import SPLIT_BY_TS, STORED_PARTITIONS_ONLY
 from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions, fold_partitions
 from crypto_assets.timeframes import periods_per_year, timeframe_delta
@@ -300,7 +301,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         )
         yield from selected_outputs(
             context,
-            dg.Output(frame, output_name="backtest", metadata={"summary": dg.MetadataValue.md(_md(summary))}),
+            dg.Output(frame, output_name="backtest", metadata={"summary": md(summary)}),
             dg.Output(pl.concat(orders, how="diagonal_relaxed"), output_name="weights"),
             dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="trades"),
         )
@@ -393,7 +394,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         return dg.Output(
             table,
             metadata={
-                "stitched": dg.MetadataValue.md(_md(stitched.select(KPI_COLUMNS))),
+                "stitched": md(stitched.select(KPI_COLUMNS), digits=3),
                 "equity_drawdown": dg.MetadataValue.md(_png_markdown(chart, "equity and drawdown")),
                 "folds": table["scope"].n_unique() - 1,
             },
@@ -428,7 +429,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             "max_drawdown",
             "exposure",
         ]
-        return dg.Output(table, metadata={"regimes": dg.MetadataValue.md(_md(table.select(columns)))})
+        return dg.Output(table, metadata={"regimes": md(table.select(columns), digits=3)})
 
     @dg.asset(
         ins={"backtest": dg.AssetIn(metadata=all_folds)},
@@ -467,9 +468,3 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
 def order_rows(weights: pl.DataFrame) -> pl.DataFrame:
     """A strategy's rows that are orders: a null weight (e.g. a forecast between rebalances) is none."""
     return weights.filter(pl.col("weight").is_not_null()).select("symbol", "ts", "weight")
-
-
-def _md(frame: pl.DataFrame) -> str:
-    from crypto_assets.evaluation import markdown_table
-
-    return markdown_table(frame, frame.columns)
