@@ -7,27 +7,19 @@ import datetime as dt
 import dagster as dg
 
 from crypto_assets.config.schema import DataSection
-from crypto_assets.folds import FoldSpec, first_fold_month, fold_keys
+from crypto_assets.folds import FoldSpec, add_months, first_fold_month, fold_keys, month_start
 from crypto_assets.timeframes import timeframe_delta
 
 MONTH_FMT = "%Y-%m-%d"
 
 
-def _month_start(day: dt.date) -> dt.date:
-    return day.replace(day=1)
-
-
-def _next_month(day: dt.date) -> dt.date:
-    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-
-
 def data_partitions(data: DataSection) -> dg.MonthlyPartitionsDefinition:
     """Months from `data.start`; through `data.end`'s month if set, else through the current month
     (end_offset=1), which the schedule then refreshes incrementally."""
-    start = _month_start(data.start).strftime(MONTH_FMT)
+    start = month_start(data.start).strftime(MONTH_FMT)
     if data.end is None:
         return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1)
-    return dg.MonthlyPartitionsDefinition(start_date=start, end_date=_next_month(data.end).strftime(MONTH_FMT))
+    return dg.MonthlyPartitionsDefinition(start_date=start, end_date=add_months(data.end, 1).strftime(MONTH_FMT))
 
 
 def data_end_exclusive(data: DataSection, today: dt.date | None = None) -> dt.date:
@@ -50,14 +42,14 @@ def fold_partitions(data: DataSection, spec: FoldSpec) -> dg.MonthlyPartitionsDe
             f"{spec.test_months} test months (walk_forward section)"
         )
     return dg.MonthlyPartitionsDefinition(
-        start_date=start, end_date=_next_month(dt.date.fromisoformat(keys[-1])).strftime(MONTH_FMT)
+        start_date=start, end_date=add_months(dt.date.fromisoformat(keys[-1]), 1).strftime(MONTH_FMT)
     )
 
 
 def previous_month_key(key: str) -> str:
     """`2024-03-01` → `2024-02-01` (the key of the month before)."""
     day = dt.datetime.strptime(key, MONTH_FMT).date()
-    return _month_start(day - dt.timedelta(days=1)).strftime(MONTH_FMT)
+    return add_months(day, -1).strftime(MONTH_FMT)
 
 
 def fetch_span(
