@@ -162,7 +162,7 @@ def _dagster(args: argparse.Namespace) -> int:
     if dagster is None:
         print("the `dagster` command is not installed in this environment", file=sys.stderr)
         return 2
-    argv = [a for a in args.dagster_args if a != "--"] if args.dagster_args[:1] == ["--"] else args.dagster_args
+    argv = args.dagster_args[1:] if args.dagster_args[:1] == ["--"] else args.dagster_args  # drop the separator only
     os.execv(dagster, [dagster, *argv])
     return 0  # unreachable
 
