@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crypto_assets.config import ConfigError, config_hash, load_config, parse_config, section_hash
 from crypto_assets.cli import main
+from crypto_assets.config import ConfigError, config_hash, load_config, parse_config, section_hash
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

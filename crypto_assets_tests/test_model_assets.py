@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import yaml
 
@@ -86,6 +87,9 @@ def test_every_model_is_trained_evaluated_and_stored(first_run: tuple[Path, Ware
     assert preds["p_up"].is_between(0.0, 1.0).all() and (preds["vol"] > 0).all()
     assert preds["ts"].min() == dt.datetime(2024, 3, 1, tzinfo=dt.UTC)  # out of sample: test windows only
     assert preds["ts"].max() == dt.datetime(2024, 4, 30, 23, tzinfo=dt.UTC)
+    # PPO looks back into the last train bars too, so it decides from each test window's first bar on
+    ppo = warehouse.read_table("predictions_ppo").group_by("fold").agg(pl.col("ts").min()).sort("fold")
+    assert ppo["ts"].to_list() == [dt.datetime.fromisoformat(f).replace(tzinfo=dt.UTC) for f in FOLDS]
     strategies = set(warehouse.read_table("kpis")["strategy"].unique().to_list())
     assert strategies == {"buy_and_hold_btc", *MODELS}
 

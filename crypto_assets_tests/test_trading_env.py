@@ -283,6 +283,37 @@ def test_observation_at_t_ignores_data_after_t(action: str) -> None:
     assert not np.array_equal(full[cut_idx + 1], scrambled[cut_idx + 1])  # the scramble does reach later ones
 
 
+def test_test_split_preceded_by_train_rows_decides_from_its_first_bar() -> None:
+    """With the last window − 1 train rows as context, the test replay decides at the first test bar, its first
+    observation is those rows + test bar 0, and its fills and costs are still exactly `run_backtest`'s."""
+    fold, bars = make_market(seed=6)
+    train = EnvData.from_frames(fold, bars, split="train")
+    test = EnvData.from_frames(fold, bars, split="test").preceded_by(train, 7)
+    env = TradingEnv(test, ALL_ON, EnvParams(window=8, initial_value=1e4), training=False)
+    assert env.first_decision == 0
+    obs, _ = env.reset()
+    feats = [f"feat_{k}" for k in range(5)]
+    rows = pl.concat(
+        [fold.filter(pl.col("split") == "train").sort("ts").tail(7 * 3), fold.filter(pl.col("ts") == T0 + 150 * HOUR)]
+    )
+    want = rows.sort("ts", "symbol").select(feats).fill_null(0.0).to_numpy().astype(np.float32).ravel()
+    np.testing.assert_array_equal(obs[: 8 * 3 * 5], want)
+    rng = np.random.default_rng(2)
+    weights = evaluate_policy_weights(env, lambda _obs: rng.uniform(-1, 1, 3))
+    assert weights["ts"].min() == T0 + 150 * HOUR  # the first test bar
+    result = run_backtest(bars, weights, ALL_ON, initial_value=1e4)
+    joined = env.episode_frame().join(result.equity, on="ts", how="left")
+    np.testing.assert_allclose(joined["value"], joined["value_right"], rtol=1e-12)
+    plain = TradingEnv(EnvData.from_frames(fold, bars, split="test"), ALL_ON, EnvParams(window=8), training=False)
+    assert plain.first_decision == 7 and plain.observation_space == env.observation_space
+
+    with pytest.raises(ValueError, match="must end before"):
+        train.preceded_by(test, 7)
+    other = EnvData.from_frames(fold, bars, split="train", symbols=SYMBOLS[:2])
+    with pytest.raises(ValueError, match="one fold frame and symbol list"):
+        test.preceded_by(other, 7)
+
+
 # ----------------------------------------------------------------------------------------- episodes
 
 

@@ -8,7 +8,8 @@ split's bar grid: features (T, N, F) as float32 with NaN → 0 (warm-up nulls, s
 benchmark's causal regime codes (T, 2). `bars` (long `symbol, ts, open, close, volume`) may reach back before
 the split: the cost model's σ then has its lookback at the split's first bars, exactly as `run_backtest` on
 the same bars computes it. Symbols default to every symbol of the whole fold frame, so the train and test
-environments of a fold share one observation and action shape.
+environments of a fold share one observation and action shape. `test.preceded_by(train, window − 1)` gives the
+test split the last train feature rows as look-back, so its replay decides from the first test bar on.
 
 Timing (DESIGN §3.3, as the engine)
 -----------------------------------
@@ -66,8 +67,9 @@ Training (`training=True`): `reset` draws a start uniformly among the decision b
 `episode_bars` bars (from the first bar with a full feature window), using the env's seeded `np_random`
 (`reset(seed=...)`, or the constructor's `seed` on the first reset); the episode ends (truncated) after
 `episode_bars` bars. Evaluation (`training=False`, or `reset(options={"replay": True})`): one deterministic
-episode from the first full window to the split's last bar. `evaluate_policy_weights(env, policy_fn)` replays
-it and returns the decisions as long `symbol, ts, weight`, ready for `run_backtest`.
+episode from the first bar with a full window (bar 0 with `preceded_by` context) to the split's last bar.
+`evaluate_policy_weights(env, policy_fn)` replays it and returns the decisions as long `symbol, ts, weight`,
+ready for `run_backtest`.
 
 Speed: one numba call per step (action → weights → fills → funding → marks → account state); no polars in
 `step`. The step kernel is not disk-cached on purpose: numba's cache does not notice changes to the engine
@@ -76,6 +78,7 @@ functions it inlines (it only checks this file), so a cached copy could silently
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -174,6 +177,9 @@ class EnvData:
     regime: np.ndarray  # (T, 2) float32: the benchmark's vol_regime_code, trend_regime_code at t (NaN → 0)
     benchmark: str
     bars: pl.DataFrame  # long bars of `symbols`, possibly with history before the split
+    context: np.ndarray | None = None
+    """(C, N, F) float32 feature rows of C bars before the split, oldest first, that the first observations look
+    back into (`preceded_by`); None: none, so the first decision waits for a full window inside the split."""
 
     @classmethod
     def from_frames(
@@ -249,6 +255,22 @@ class EnvData:
             benchmark=bench,
             bars=bars.filter(pl.col("symbol").is_in(syms)),
         )
+
+    def preceded_by(self, earlier: EnvData, bars: int) -> EnvData:
+        """This split with the last `bars` feature rows of `earlier` (an earlier split of the same fold: train
+        for test) as look-back context, so that decisions start at the split's first bar rather than after
+        `window − 1` bars of it. Like the forecasters' windows (`models.data`), this bridges the fold's purge gap
+        with the last train bars before it: still causal, every row is earlier in time."""
+        if earlier.symbols != self.symbols or earlier.feature_names != self.feature_names:
+            raise ValueError(
+                f"context split has symbols {earlier.symbols} and features {earlier.feature_names}, "
+                f"this one {self.symbols} and {self.feature_names}: build both from one fold frame and symbol list"
+            )
+        if earlier.ts_us[-1] >= self.ts_us[0]:
+            raise ValueError("the context split must end before this split starts")
+        if bars < 0:
+            raise ValueError(f"context bars must be ≥ 0, got {bars}")
+        return dataclasses.replace(self, context=earlier.features[earlier.features.shape[0] - bars :])
 
 
 @njit(cache=False)  # not cached: see the module docstring (the engine functions it inlines may change)
@@ -387,7 +409,10 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
             raise ValueError(f"the split has {n_t} bars: need window + 1 = {params.window + 1} for one step")
         rows = slice(start, start + n_t)
         c = np.ascontiguousarray
-        self._open, self._close = c(market.open[rows]), c(market.close[rows])
+        self._open = c(market.open[rows])
+        # closes for the reward's causal prior dd0, with up to `window` bars before the split where bars have them
+        self._prior_bars = min(start, params.window)
+        self._close = c(market.close[start - self._prior_bars : start + n_t])
         self._mark_open, self._mark_close = c(market.mark_open[rows]), c(market.mark_close[rows])
         self._sigma, self._dollar_vol = c(market.sigma[rows]), c(market.dollar_vol[rows])
         self.listed = c(np.arange(start, start + n_t)[:, None] >= market.first_bar[None, :])
@@ -397,7 +422,10 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
         n_s, n_f = len(data.symbols), len(data.feature_names)
         self.n_symbols = n_s
         self._nf = n_s * n_f
-        self._feat_flat = c(data.features.reshape(-1))  # row-major: bar, symbol, feature
+        context = np.zeros((0, n_s, n_f), np.float32) if data.context is None else data.context
+        self._context_bars = context.shape[0]
+        # row-major: bar, symbol, feature; the context rows first, so split bar t is row t + context_bars
+        self._feat_flat = c(np.concatenate([context, data.features]).reshape(-1))
         self._regime = c(data.regime)
         self._wf = params.window * self._nf
         obs_dim = self._wf + n_s + 4
@@ -415,7 +443,7 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
             self._kind = _SOFTMAX
             self.action_space = spaces.Box(-1.0, 1.0, shape=(n_s + 1,), dtype=np.float32)
 
-        self.first_decision = params.window - 1  # first bar with a full feature window
+        self.first_decision = max(params.window - 1 - self._context_bars, 0)  # first bar with a full window
         self.last_bar = n_t - 1
         # per-episode state and logs
         self._units = np.zeros(n_s)
@@ -507,8 +535,8 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
     # ------------------------------------------------------------------------------------------ internals
     def _observation(self, t: int) -> np.ndarray:
         obs = np.empty(self.observation_space.shape[0], dtype=np.float32)  # type: ignore[index]
-        wf, nf = self._wf, self._nf
-        obs[:wf] = self._feat_flat[(t + 1) * nf - wf : (t + 1) * nf]
+        wf, end = self._wf, (t + self._context_bars + 1) * self._nf
+        obs[:wf] = self._feat_flat[end - wf : end]
         obs[wf : wf + self.n_symbols + 2] = np.clip(self._state, -OBS_BOUND, OBS_BOUND)
         obs[wf + self.n_symbols + 2 :] = self._regime[t]
         return obs
@@ -538,8 +566,8 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
 
     def _downside_prior(self, t: int) -> float:
         """dd0: downside deviation of equal-weight close-to-close returns over the window up to t, per step."""
-        lo = max(1, t - self.params.window + 1)
-        close = self._close[lo - 1 : t + 1]
+        i = t + self._prior_bars  # bar t's row in self._close
+        close = self._close[max(i - self.params.window, 0) : i + 1]
         with np.errstate(invalid="ignore", divide="ignore"):
             ret = close[1:] / close[:-1] - 1.0
         ok = np.isfinite(ret)
@@ -581,7 +609,7 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
 
 
 def evaluate_policy_weights(env: TradingEnv, policy_fn: Callable[[np.ndarray], Any]) -> pl.DataFrame:
-    """Replay the env's whole split once (deterministic start at the first full window) with
+    """Replay the env's whole split once (deterministic start at the first full window, context included) with
     `policy_fn(observation) -> action` and return its decisions, long `symbol, ts, weight` (decided at the close
     of `ts`), to feed `run_backtest` with the same bars and costs."""
     obs, _ = env.reset(options={"replay": True})

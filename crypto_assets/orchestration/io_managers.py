@@ -14,7 +14,6 @@ import polars as pl
 
 from crypto_assets.storage.warehouse import UNPARTITIONED_KEY, Warehouse, WarehouseError
 
-
 ARTIFACT_CLASS_FILE = "artifact_class.txt"
 PARTITION_BY = "partition_by"
 SPLIT_BY_TS = {PARTITION_BY: "ts"}  # asset metadata for time-partitioned data assets

@@ -16,8 +16,8 @@ Readers (`duckdb -readonly storage/<experiment>/warehouse.duckdb`) always see wh
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import fcntl
+import fnmatch
 import logging
 import os
 import re

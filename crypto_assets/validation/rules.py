@@ -304,7 +304,7 @@ def _us(delta: dt.timedelta) -> int:
 
 
 def _ceil_to_grid(when: dt.datetime, timeframe: dt.timedelta) -> dt.datetime:
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     steps = -((epoch - when) // timeframe)  # ceil division
     return epoch + steps * timeframe
 

@@ -56,7 +56,7 @@ def validate_bars(
     if span_start is not None:
         if span_start.tzinfo is None:
             raise ValueError(f"span_start must be timezone-aware (UTC), got naive {span_start}")
-        span_start = span_start.astimezone(dt.timezone.utc)
+        span_start = span_start.astimezone(dt.UTC)
 
     schema_result = check_schema(raw)
     if not schema_result.passed:

@@ -57,7 +57,7 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
         train_data = EnvData.from_frames(fold_dataset, bars, split="train", timeframe=timeframe)
         test_data = EnvData.from_frames(
             fold_dataset, bars, split="test", timeframe=timeframe, symbols=train_data.symbols
-        )
+        ).preceded_by(train_data, env_params.window - 1)  # decide from the first test bar, as the forecasters do
         device = str(torch_device.device(context.log)) if params.use_gpu else "cpu"
         agent = train_ppo(
             lambda: TradingEnv(train_data, costs, env_params, training=True), params, seed=run_seed, device=device

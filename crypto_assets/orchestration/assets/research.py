@@ -8,18 +8,18 @@ every strategy's weights ─► backtest / weights / trades [fold]
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 
 import base64
-from typing import TYPE_CHECKING
 import datetime as dt
 import json
 import math
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, section_hash
 from crypto_assets.folds import FoldSpec, FoldWindow, fold_window_for_key, fold_windows, stitch_months
-from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.io_managers import SPLIT_BY_TS, STORED_PARTITIONS_ONLY
+from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions, fold_partitions
 from crypto_assets.timeframes import periods_per_year, timeframe_delta
 
