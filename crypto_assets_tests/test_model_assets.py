@@ -94,7 +94,7 @@ def test_every_model_is_trained_evaluated_and_stored(first_run: tuple[Path, Ware
     assert strategies == {"buy_and_hold_btc", *MODELS}
 
 
-def test_forecaster_metadata_reports_device_precision_and_scores(first_run: tuple[Path, Warehouse]) -> None:
+def test_training_metadata_reports_device_precision_throughput_and_scores(first_run: tuple[Path, Warehouse]) -> None:
     path, _ = first_run
     config = load_config(path)
     defs = build_definitions(config)
@@ -108,9 +108,17 @@ def test_forecaster_metadata_reports_device_precision_and_scores(first_run: tupl
                 dg.AssetKey("fold_dataset"),
                 dg.AssetKey("forecaster_lstm_attn"),
                 dg.AssetKey("predictions_lstm_attn"),
+                dg.AssetKey("agent_ppo"),
+                dg.AssetKey("predictions_ppo"),
             ],
         )
     assert result.success
+    ppo = next(
+        m for m in result.asset_materializations_for_node("agent_ppo") if m.asset_key.path[-1] == "agent_ppo"
+    ).metadata
+    assert ppo["device"].value == "cpu" and ppo["precision"].value == "fp32"
+    assert ppo["timesteps_per_second"].value > 0 and ppo["train_seconds"].value > 0
+    assert "ep_reward_mean" in ppo["training_curves"].value
     meta = next(
         m
         for m in result.asset_materializations_for_node("forecaster_lstm_attn")

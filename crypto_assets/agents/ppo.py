@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,15 @@ class TrainedAgent:
     params: PPOParams
     seed: int
     curves: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CURVE_SCHEMA))
+    train_seconds: float = math.nan
+    """Wall time of `model.learn` (environment steps and gradient updates)."""
+    precision: str = "fp32"
+    """SB3 trains in full fp32 (no autocast): recorded next to the forecasters' precision."""
+
+    @property
+    def timesteps_per_second(self) -> float:
+        """Training throughput: environment transitions collected and learned from per second of `learn`."""
+        return self.params.total_timesteps / self.train_seconds
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         """The deterministic action (the policy's mode) for one observation."""
@@ -163,11 +173,11 @@ class TrainedAgent:
 
     def save(self, path: str | Path) -> Path:
         """Write `path/` (a directory): `ppo.zip` (SB3: policy, optimizer, spaces), `agent.json` (params,
-        seed), `curves.parquet`. Returns the directory."""
+        seed, training time), `curves.parquet`. Returns the directory."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save(out / "ppo.zip")
-        meta = {"params": dataclasses.asdict(self.params), "seed": self.seed}
+        meta = {"params": dataclasses.asdict(self.params), "seed": self.seed, "train_seconds": self.train_seconds}
         (out / "agent.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         self.curves.write_parquet(out / "curves.parquet")
         return out
@@ -182,6 +192,7 @@ class TrainedAgent:
             params=PPOParams(**meta["params"]),
             seed=int(meta["seed"]),
             curves=pl.read_parquet(src / "curves.parquet"),
+            train_seconds=float(meta.get("train_seconds", math.nan)),
         )
 
 
@@ -217,6 +228,8 @@ def train_ppo(
             verbose=0,
         )
         curves = TrainingCurves()
+        started = time.perf_counter()
         model.learn(total_timesteps=params.total_timesteps, callback=curves)
+        train_seconds = time.perf_counter() - started
         venv.close()
-    return TrainedAgent(model=model, params=params, seed=seed, curves=curves.frame())
+    return TrainedAgent(model=model, params=params, seed=seed, curves=curves.frame(), train_seconds=train_seconds)

@@ -72,6 +72,9 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
                 output_name=AGENT,
                 metadata={
                     "device": device,
+                    "precision": agent.precision,
+                    "timesteps_per_second": float(agent.timesteps_per_second),
+                    "train_seconds": float(agent.train_seconds),
                     "seed": run_seed,
                     "timesteps": params.total_timesteps,
                     "rollouts": curves.height,
