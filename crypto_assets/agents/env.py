@@ -270,7 +270,8 @@ class EnvData:
             raise ValueError("the context split must end before this split starts")
         if bars < 0:
             raise ValueError(f"context bars must be ≥ 0, got {bars}")
-        return dataclasses.replace(self, context=earlier.features[earlier.features.shape[0] - bars :])
+        first = max(earlier.features.shape[0] - bars, 0)  # a shorter earlier split gives all it has
+        return dataclasses.replace(self, context=earlier.features[first:])
 
 
 @njit(cache=False)  # not cached: see the module docstring (the engine functions it inlines may change)
