@@ -307,7 +307,8 @@ def test_test_split_preceded_by_train_rows_decides_from_its_first_bar() -> None:
     plain = TradingEnv(EnvData.from_frames(fold, bars, split="test"), ALL_ON, EnvParams(window=8), training=False)
     assert plain.first_decision == 7 and plain.observation_space == env.observation_space
 
-    assert test.preceded_by(train, 10_000).context.shape == train.features.shape  # type: ignore[union-attr]
+    longer = train.features.shape[0] + 5  # more than the train split holds: all of it
+    assert test.preceded_by(train, longer).context.shape == train.features.shape  # type: ignore[union-attr]
     assert test.preceded_by(train, 0).context.shape[0] == 0  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="must end before"):
         train.preceded_by(test, 7)
