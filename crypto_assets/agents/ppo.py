@@ -34,7 +34,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from crypto_assets.agents.env import EnvParams, TradingEnv, evaluate_policy_weights
-from crypto_assets.models.device import deterministic, seed_everything
+from crypto_assets.models.device import deterministic, precision_name, seed_everything
 
 CURVE_SCHEMA: dict[str, pl.DataType] = {
     "timesteps": pl.Int64(),
@@ -145,8 +145,11 @@ class TrainedAgent:
     curves: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CURVE_SCHEMA))
     train_seconds: float = math.nan
     """Wall time of `model.learn` (environment steps and gradient updates)."""
-    precision: str = "fp32"
-    """SB3 trains in full fp32 (no autocast): recorded next to the forecasters' precision."""
+
+    @property
+    def precision(self) -> str:
+        """SB3 trains in full fp32 (no autocast); labelled as the forecasters label theirs."""
+        return precision_name(bf16=False)
 
     @property
     def timesteps_per_second(self) -> float:

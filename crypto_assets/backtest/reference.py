@@ -81,6 +81,18 @@ def reference_backtest(
     current: dict[str, dict[str, Any]] = {}
     round_trips: list[dict[str, Any]] = []
 
+    def open_trip(sym: str, ts: dt.datetime, units_after: float, notional: float, pnl: float, cost: float) -> None:
+        current[sym] = {
+            "symbol": sym,
+            "side": "long" if units_after > 0 else "short",
+            "entry_ts": ts,
+            "exit_ts": None,
+            "closed": False,
+            "entry_notional": notional,
+            "pnl": pnl,
+            "costs": cost,
+        }
+
     def book(sym: str, ts: dt.datetime, du: float, flow: float, cost: float, notional: float) -> None:
         """Attribute a fill (units du, cash flow, cost) to the symbol's round trips."""
         u0 = units[sym] - du  # position before this fill (units already updated)
@@ -92,28 +104,10 @@ def reference_backtest(
             tr["costs"] += cost * share
             tr["exit_ts"], tr["closed"] = ts, True
             round_trips.append(tr)
-            current[sym] = {
-                "symbol": sym,
-                "side": "long" if u1 > 0 else "short",
-                "entry_ts": ts,
-                "exit_ts": None,
-                "closed": False,
-                "entry_notional": abs(notional) * (1 - share),
-                "pnl": flow * (1 - share),
-                "costs": cost * (1 - share),
-            }
+            open_trip(sym, ts, u1, abs(notional) * (1 - share), flow * (1 - share), cost * (1 - share))
             return
         if u0 == 0:
-            current[sym] = {
-                "symbol": sym,
-                "side": "long" if u1 > 0 else "short",
-                "entry_ts": ts,
-                "exit_ts": None,
-                "closed": False,
-                "entry_notional": abs(notional),
-                "pnl": 0.0,
-                "costs": 0.0,
-            }
+            open_trip(sym, ts, u1, abs(notional), 0.0, 0.0)
         tr = current[sym]
         tr["pnl"] += flow
         tr["costs"] += cost
