@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crypto_assets.agents import EnvData, EnvParams, TradingEnv  # noqa: E402
 from crypto_assets.backtest import CostModel  # noqa: E402
 from crypto_assets.features import FEATURE_COLUMNS  # noqa: E402
+from crypto_assets_tests.builders import ohlcv_frame  # noqa: E402
 
 T0 = dt.datetime(2023, 1, 1, tzinfo=dt.UTC)
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
@@ -46,19 +47,7 @@ def synthetic(n_bars: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     for i, sym in enumerate(SYMBOLS):
         close = 100.0 * (i + 1) * np.exp(np.cumsum(rng.normal(0.0, 0.01, n_bars)))
         open_ = np.concatenate([[close[0]], close[:-1]])
-        bars.append(
-            pl.DataFrame(
-                {
-                    "symbol": sym,
-                    "ts": ts,
-                    "open": open_,
-                    "high": np.maximum(open_, close),
-                    "low": np.minimum(open_, close),
-                    "close": close,
-                    "volume": rng.uniform(1e4, 1e5, n_bars),
-                }
-            )
-        )
+        bars.append(ohlcv_frame(sym, ts, open_, close, rng.uniform(1e4, 1e5, n_bars)))
         feats = {name: np.clip(rng.normal(size=n_bars), -3, 3) for name in FEATURE_COLUMNS}
         rows.append(
             pl.DataFrame(

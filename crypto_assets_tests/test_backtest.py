@@ -15,6 +15,7 @@ import pytest
 
 from crypto_assets.backtest import BacktestResult, CostModel, run_backtest
 from crypto_assets.backtest.reference import reference_backtest
+from crypto_assets_tests.builders import ALL_ON
 
 T0 = dt.datetime(2021, 1, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -465,17 +466,6 @@ def random_case(seed: int, n_bars: int = 500) -> tuple[pl.DataFrame, pl.DataFram
     return bars, make_weights(rows)
 
 
-ALL_ON = CostModel(
-    taker_fee=0.001,
-    half_spread=0.0005,
-    vol_k=0.1,
-    vol_window=24,
-    impact_k=0.5,
-    max_participation=0.05,
-    allow_short=True,
-    max_leverage=1.5,
-    funding_rate_8h=0.001,
-)
 
 
 def test_no_weights_no_trades_no_costs() -> None:

@@ -15,6 +15,7 @@ import pytest
 from crypto_assets.agents import EnvData, TradingEnv
 from crypto_assets.agents.ppo import CURVE_SCHEMA, PPOParams, TrainedAgent, train_ppo
 from crypto_assets.backtest import CostModel, run_backtest
+from crypto_assets_tests.builders import ohlcv_frame
 
 T0 = dt.datetime(2022, 1, 1, tzinfo=dt.UTC)
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
@@ -35,19 +36,7 @@ def leak_market(
         close = open_ * np.exp(rng.normal(0.0, vol, n_bars))
         open_[1:] = close[:-1]
         earned = np.append(close[1:] / open_[1:] - 1.0, 0.0)
-        bars.append(
-            pl.DataFrame(
-                {
-                    "symbol": sym,
-                    "ts": ts,
-                    "open": open_,
-                    "high": np.maximum(open_, close),
-                    "low": np.minimum(open_, close),
-                    "close": close,
-                    "volume": np.full(n_bars, 1e6),
-                }
-            )
-        )
+        bars.append(ohlcv_frame(sym, ts, open_, close, np.full(n_bars, 1e6)))
         signal = earned / vol if leak else rng.normal(size=n_bars)
         noise = rng.normal(size=n_bars)
         rows.append(pl.DataFrame({"symbol": sym, "ts": ts, "leak": signal, "noise": noise, "split": "train"}))

@@ -15,21 +15,12 @@ import pytest
 
 from crypto_assets.agents import EnvData, EnvParams, TradingEnv, evaluate_policy_weights
 from crypto_assets.backtest import CostModel, run_backtest
+from crypto_assets_tests.builders import ALL_ON, ohlcv_frame
 
 T0 = dt.datetime(2022, 1, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 TS = pl.Datetime("us", "UTC")
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
-ALL_ON = CostModel(
-    taker_fee=0.001,
-    half_spread=0.0005,
-    vol_k=0.1,
-    impact_k=0.5,
-    max_participation=0.05,
-    allow_short=True,
-    max_leverage=1.5,
-    funding_rate_8h=0.001,
-)
 
 
 def make_market(
@@ -56,19 +47,7 @@ def make_market(
         volume = rng.uniform(50.0, 500.0, total)
         volume[rng.random(total) < 0.02] = 0.0  # zero-volume bars: unfillable under the participation cap
         first = history + listing.get(sym, -history)
-        bars.append(
-            pl.DataFrame(
-                {
-                    "symbol": sym,
-                    "ts": ts,
-                    "open": open_,
-                    "high": np.maximum(open_, close),
-                    "low": np.minimum(open_, close),
-                    "close": close,
-                    "volume": volume,
-                }
-            ).slice(first)
-        )
+        bars.append(ohlcv_frame(sym, ts, open_, close, volume).slice(first))
         feats = {f"feat_{k}": rng.normal(size=total) for k in range(n_features)}
         frame = pl.DataFrame(
             {
