@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICROSECOND = dt.timedelta(microseconds=1)
+
 TIMEFRAMES: dict[str, dt.timedelta] = {
     "1m": dt.timedelta(minutes=1),
     "5m": dt.timedelta(minutes=5),
@@ -25,6 +28,21 @@ def timeframe_delta(timeframe: str) -> dt.timedelta:
 
 def timeframe_ms(timeframe: str) -> int:
     return int(timeframe_delta(timeframe).total_seconds() * 1000)
+
+
+def timeframe_us(timeframe: str) -> int:
+    """Length of one bar in microseconds (the unit of every `ts` column)."""
+    return timeframe_delta(timeframe) // MICROSECOND
+
+
+def epoch_us(moment: dt.datetime, name: str = "datetime") -> int:
+    """Epoch microseconds of a timezone-aware datetime. A naive one is refused (it is ambiguous), naming `name`."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            f"{name} must be a UTC-aware datetime (timezone-aware, e.g. tzinfo=datetime.UTC), "
+            f"got naive {moment.isoformat()}"
+        )
+    return (moment - EPOCH) // MICROSECOND
 
 
 def periods_per_year(timeframe: str) -> int:

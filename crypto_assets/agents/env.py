@@ -99,8 +99,9 @@ from crypto_assets.backtest.engine import (
     execute_bar,
     funding_per_bar,
     mark_to_market,
+    ts_epoch_us,
 )
-from crypto_assets.timeframes import timeframe_delta
+from crypto_assets.timeframes import timeframe_us
 
 RewardKind = Literal["differential_sortino", "drawdown_penalty", "log_return"]
 ActionKind = Literal["continuous", "discrete"]
@@ -225,10 +226,8 @@ class EnvData:
         rows = rows.filter(pl.col("symbol").is_in(syms))
         if rows.height == 0:
             raise ValueError(f"fold_frame has no rows for split {split!r}")
-        step_us = int(timeframe_delta(timeframe).total_seconds() * 1_000_000)
-        aware = rows.schema["ts"].time_zone is not None  # type: ignore[union-attr]
-        ts = rows["ts"].dt.convert_time_zone("UTC") if aware else rows["ts"]  # naive = UTC, as the engine reads it
-        ts_us = ts.dt.replace_time_zone(None).dt.epoch("us").to_numpy().astype(np.int64)
+        step_us = timeframe_us(timeframe)
+        ts_us = ts_epoch_us(rows, "fold_frame")  # naive = UTC, as the engine reads it
         t0, t1 = int(ts_us.min()), int(ts_us.max())
         if np.any((ts_us - t0) % step_us):
             raise ValueError(f"fold rows are off the {timeframe} grid")
@@ -401,7 +400,7 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
         market = Market.from_bars(data.bars, costs, data.timeframe)
         if tuple(market.symbols) != data.symbols:
             raise ValueError(f"bars have symbols {market.symbols}, the fold rows {list(data.symbols)}")
-        step_us = int(timeframe_delta(data.timeframe).total_seconds() * 1_000_000)
+        step_us = timeframe_us(data.timeframe)
         start = int((data.ts_us[0] - market.ts_us[0]) // step_us)
         n_t = data.ts_us.shape[0]
         if market.step_us != step_us or start < 0 or start + n_t > market.ts_us.shape[0]:

@@ -78,7 +78,7 @@ import numpy as np
 import polars as pl
 from numba import njit
 
-from crypto_assets.timeframes import timeframe_delta
+from crypto_assets.timeframes import timeframe_us
 
 TS_DTYPE = pl.Datetime("us", "UTC")
 FUNDING_PERIOD_S = 8 * 3600.0
@@ -160,7 +160,8 @@ def _fmt_ts(ts_us: int) -> str:
     return str(_ts_series("ts", np.array([ts_us]))[0])
 
 
-def _epoch_us(frame: pl.DataFrame, what: str) -> np.ndarray:
+def ts_epoch_us(frame: pl.DataFrame, what: str) -> np.ndarray:
+    """`frame.ts` as int64 epoch microseconds; `what` names the frame in the error for a non-Datetime column."""
     dtype = frame.schema["ts"]
     if not isinstance(dtype, pl.Datetime):
         # ValueError like every other bad input, so callers have one exception to handle
@@ -192,8 +193,8 @@ def _build_panel(bars: pl.DataFrame, timeframe: str) -> _Panel:
     _require(bars, ["symbol", "ts", "open", "close", "volume"], "bars")
     if bars.height == 0:
         raise ValueError("bars is empty")
-    step_us = int(timeframe_delta(timeframe).total_seconds() * 1_000_000)
-    ts_us = _epoch_us(bars, "bars")
+    step_us = timeframe_us(timeframe)
+    ts_us = ts_epoch_us(bars, "bars")
     symbols = sorted(bars["symbol"].unique().to_list())
     sym_idx = bars["symbol"].cast(pl.Enum(symbols)).to_physical().to_numpy().astype(np.int64)
     t0, t1 = int(ts_us.min()), int(ts_us.max())
@@ -247,7 +248,7 @@ def _weight_panel(weights: pl.DataFrame, p: _Panel, costs: CostModel) -> tuple[n
     unknown = sorted(set(weights["symbol"].unique().to_list()) - set(p.symbols))
     if unknown:
         raise ValueError(f"weights name symbols without bars: {unknown}")
-    ts_us = _epoch_us(weights, "weights")
+    ts_us = ts_epoch_us(weights, "weights")
     sym = weights["symbol"].cast(pl.Enum(p.symbols)).to_physical().to_numpy().astype(np.int64)
     w = weights["weight"].cast(pl.Float64).to_numpy()
     off = ts_us - p.ts_us[0]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from crypto_assets.timeframes import timeframe_delta
+from crypto_assets.timeframes import epoch_us, timeframe_us
 
 TS_DTYPE = pl.Datetime("us", "UTC")
 YEAR_US = 365 * 24 * 3600 * 1_000_000
@@ -46,16 +46,8 @@ class Panel:
         return out
 
     def window_mask(self, start: dt.datetime, end: dt.datetime) -> np.ndarray:
-        lo, hi = to_us(start), to_us(end)
+        lo, hi = epoch_us(start, "start"), epoch_us(end, "end")
         return (self.ts_us >= lo) & (self.ts_us < hi)
-
-
-def to_us(moment: dt.datetime) -> int:
-    """Epoch microseconds of a timezone-aware datetime (naive datetimes are refused: they are ambiguous)."""
-    if moment.tzinfo is None:
-        raise ValueError(f"datetime {moment} must be timezone-aware (UTC)")
-    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def build_panel(bars: pl.DataFrame, timeframe: str | None = None) -> Panel:
@@ -83,7 +75,7 @@ def build_panel(bars: pl.DataFrame, timeframe: str | None = None) -> Panel:
         close[rows, cols] = frame.get_column("close").to_numpy()
     close[~(close > 0)] = np.nan  # a non-positive or null close is not a tradable price
     if timeframe is not None:
-        bar_us = int(timeframe_delta(timeframe) / dt.timedelta(microseconds=1))
+        bar_us = timeframe_us(timeframe)
     elif ts_us.size >= 2:
         bar_us = int(np.diff(ts_us).min())
     else:
@@ -180,7 +172,7 @@ def schedule_mask(panel: Panel, start: dt.datetime, end: dt.datetime, every: int
     if every < 1:
         raise ValueError(f"rebalance_every_bars must be ≥ 1, got {every}")
     inside = panel.window_mask(start, end)
-    steps = (panel.ts_us - to_us(start)) // panel.bar_us
+    steps = (panel.ts_us - epoch_us(start, "start")) // panel.bar_us
     mask = inside & (steps % every == 0)
     first = np.flatnonzero(inside)
     if first.size:

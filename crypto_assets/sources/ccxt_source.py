@@ -21,7 +21,7 @@ import polars as pl
 
 from crypto_assets.config.schema import CcxtSection
 from crypto_assets.sources.base import TS_DTYPE, SourceError, conform, empty_raw
-from crypto_assets.timeframes import timeframe_ms
+from crypto_assets.timeframes import epoch_us, timeframe_ms
 from crypto_assets.validation.row_rules import ohlc_violations
 
 T = TypeVar("T")
@@ -44,9 +44,7 @@ def _iso(ms: int) -> str:
 
 
 def _to_ms(moment: dt.datetime, name: str) -> int:
-    if moment.tzinfo is None:
-        raise ValueError(f"{name} must be a timezone-aware UTC datetime, got naive {moment.isoformat()}")
-    return int(moment.timestamp() * 1000)
+    return epoch_us(moment, name) // 1000
 
 
 def _utc_now() -> dt.datetime:

@@ -45,7 +45,7 @@ from typing import Literal, NoReturn
 import polars as pl
 
 from crypto_assets.sources.base import RAW_COLUMNS, SourceError, empty_raw
-from crypto_assets.timeframes import timeframe_ms
+from crypto_assets.timeframes import EPOCH, epoch_us, timeframe_ms, timeframe_us
 from crypto_assets.validation.row_rules import ohlc_violations, order_violations
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -61,8 +61,6 @@ MIN_TS_US = int(dt.datetime(2009, 1, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 MAX_TS_US = int(dt.datetime(2100, 1, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 MICROS_THRESHOLD = 10**14  # dump open times above this are µs (ms stays below it until year 5138)
 CACHE_MAX_ROWS = 4_000_000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_US = dt.timedelta(microseconds=1)
 _ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
 _ZONE = r"(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
 _UTC_ZONES = ("Z", "z", "+00:00", "+0000", "-00:00", "-0000")
@@ -86,21 +84,11 @@ class _File:
         year, month = self.month
         first = dt.datetime(year, month, 1, tzinfo=dt.UTC)
         nxt = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
-        return _to_us(first), _to_us(nxt)
-
-
-def _to_us(moment: dt.datetime) -> int:
-    return (moment - _EPOCH) // _US
-
-
-def _aware_us(moment: dt.datetime, name: str) -> int:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be a UTC-aware datetime, got naive {moment.isoformat()}")
-    return _to_us(moment)
+        return epoch_us(first), epoch_us(nxt)
 
 
 def _fmt_us(ts_us: int) -> str:
-    return (_EPOCH + dt.timedelta(microseconds=ts_us)).strftime("%Y-%m-%d %H:%M UTC")
+    return (EPOCH + dt.timedelta(microseconds=ts_us)).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _problems(rows: list[tuple[int, str, str]]) -> pl.DataFrame:
@@ -259,7 +247,7 @@ class _Reader:
 
     def validate(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Convert `ts` to µs and check every rule; returns (line, ts, open, ..., volume)."""
-        step_us = timeframe_ms(self.timeframe) * 1000
+        step_us = timeframe_us(self.timeframe)
         unit, factor = "milliseconds", 1000
         if self.layout == "dump" and frame["ts"][0] > MICROS_THRESHOLD:
             unit, factor = "microseconds", 1
@@ -447,7 +435,7 @@ class CsvArchiveSource:
     def fetch(self, symbols: list[str], timeframe: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
         """Bars with open time in [start, end) (UTC-aware), RAW_SCHEMA, sorted by (symbol, ts)."""
         timeframe_ms(timeframe)  # unknown timeframe → ValueError naming the allowed ones
-        start_us, end_us = _aware_us(start, "start"), _aware_us(end, "end")
+        start_us, end_us = epoch_us(start, "start"), epoch_us(end, "end")
         if not self.csv_dir.is_dir():
             raise SourceError(f"CSV archive folder {self.csv_dir} does not exist or is not a folder (data.csv_dir)")
         dumps = self._dumps(timeframe)

@@ -74,13 +74,11 @@ import polars as pl
 
 from crypto_assets.config.schema import SyntheticSection
 from crypto_assets.sources.base import RAW_COLUMNS, TS_DTYPE, empty_raw
-from crypto_assets.timeframes import timeframe_delta
+from crypto_assets.timeframes import epoch_us, timeframe_delta, timeframe_us
 
 BLOCK = 4096
 """Bars per random-number block (part of the determinism contract: changing it changes the data)."""
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_US = dt.timedelta(microseconds=1)
 _YEAR = dt.timedelta(days=365)
 _HOUR = dt.timedelta(hours=1)
 _INIT_KEY = 2**32 - 1  # spawn key of the stream that draws the initial regime (never a block index)
@@ -95,12 +93,6 @@ _VOLUME_SURPRISE = 0.6
 _MEDIAN_ABS_NORMAL = 0.6745
 _VOLUME_ACTIVITY = 0.7
 _PRICE_FRACTIONS = (1.0, 0.06, 0.002, 0.02, 0.0005, 0.1, 0.005, 0.0001)
-
-
-def _to_us(moment: dt.datetime, name: str) -> int:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be a UTC-aware datetime, got naive {moment.isoformat()}")
-    return (moment - _EPOCH) // _US
 
 
 def timeframe_key(timeframe: str) -> int:
@@ -281,7 +273,7 @@ class SyntheticSource:
         self.params = params
         self.seed = int(seed)
         self.anchor = anchor
-        self._anchor_us = _to_us(anchor, "anchor")
+        self._anchor_us = epoch_us(anchor, "anchor")
         # Paths already generated, per (timeframe, number of symbols): monthly fetches extend, not redo.
         self._paths: dict[tuple[str, int], _Path] = {}
         self._lock = threading.Lock()
@@ -301,8 +293,8 @@ class SyntheticSource:
         """Bars with open time in [start, end) (UTC-aware), RAW_SCHEMA, sorted by (symbol, ts).
 
         Bar `j` opens at `anchor + j · timeframe`; nothing exists before the anchor."""
-        step_us = timeframe_delta(timeframe) // _US
-        start_us, end_us = _to_us(start, "start"), _to_us(end, "end")
+        step_us = timeframe_us(timeframe)
+        start_us, end_us = epoch_us(start, "start"), epoch_us(end, "end")
         if len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols contain duplicates: {symbols}")
         first = max(0, -((self._anchor_us - start_us) // step_us))  # ceil division
