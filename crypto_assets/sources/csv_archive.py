@@ -44,7 +44,7 @@ from typing import Literal, NoReturn
 
 import polars as pl
 
-from crypto_assets.sources.base import RAW_COLUMNS, SourceError, empty_raw
+from crypto_assets.sources.base import TS_DTYPE, SourceError, conform, empty_raw
 from crypto_assets.timeframes import EPOCH, epoch_us, timeframe_ms, timeframe_us
 from crypto_assets.validation.row_rules import ohlc_violations, order_violations
 
@@ -467,10 +467,10 @@ class CsvArchiveSource:
         for symbol, files in plan:
             bars = self._merge(symbol, [next(loaded) for _ in files]).filter((pl.col("ts") >= start_us) & (pl.col("ts") < end_us))
             if bars.height:
-                frames.append(bars.select(pl.lit(symbol, dtype=pl.String).alias("symbol"), pl.col("ts").cast(pl.Datetime("us", "UTC")), *PRICE_COLUMNS))
+                frames.append(bars.select(pl.lit(symbol, dtype=pl.String).alias("symbol"), pl.col("ts").cast(TS_DTYPE), *PRICE_COLUMNS))
         if not frames:
             return empty_raw()
-        return pl.concat(frames).select(RAW_COLUMNS).sort("symbol", "ts", maintain_order=True)
+        return conform(pl.concat(frames))
 
     @staticmethod
     def _merge(symbol: str, loaded: list[tuple[str, pl.DataFrame]]) -> pl.DataFrame:

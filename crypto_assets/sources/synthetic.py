@@ -73,7 +73,7 @@ import numpy as np
 import polars as pl
 
 from crypto_assets.config.schema import SyntheticSection
-from crypto_assets.sources.base import RAW_COLUMNS, TS_DTYPE, empty_raw
+from crypto_assets.sources.base import TS_DTYPE, conform, empty_raw
 from crypto_assets.timeframes import epoch_us, timeframe_delta, timeframe_us
 
 BLOCK = 4096
@@ -309,13 +309,11 @@ class SyntheticSource:
             path.grow(n_blocks)
             parts = {name: [blocks[i][first_block:n_blocks] for i in range(len(symbols))] for name, blocks in path.columns.items()}
 
-        ts = pl.Series("ts", np.arange(first, stop, dtype=np.int64) * step_us + self._anchor_us).cast(pl.Datetime("us", "UTC"))
+        ts = pl.Series("ts", np.arange(first, stop, dtype=np.int64) * step_us + self._anchor_us).cast(TS_DTYPE)
         frames = [
-            pl.DataFrame({name: np.concatenate(parts[name][i])[lo:hi] for name in parts})
-            .with_columns(pl.lit(symbol, dtype=pl.String).alias("symbol"), ts)
-            .select(RAW_COLUMNS)
+            pl.DataFrame({name: np.concatenate(parts[name][i])[lo:hi] for name in parts}).with_columns(
+                pl.lit(symbol, dtype=pl.String).alias("symbol"), ts
+            )
             for i, symbol in enumerate(symbols)
         ]
-        frame = pl.concat(frames)
-        assert frame.schema["ts"] == TS_DTYPE
-        return frame.sort("symbol", "ts", maintain_order=True)
+        return conform(pl.concat(frames))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import polars as pl
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
-VIOLATION_SCHEMA = {"row": pl.UInt32(), "column": pl.String(), "rule": pl.String(), "value": pl.Float64()}
 
 
 def ohlc_violations(frame: pl.DataFrame) -> pl.DataFrame:
@@ -31,7 +30,7 @@ def ohlc_violations(frame: pl.DataFrame) -> pl.DataFrame:
         )
         for col, bad, rule in checks
     ]
-    return pl.concat(parts).sort("row", maintain_order=True) if parts else pl.DataFrame(schema=VIOLATION_SCHEMA)
+    return pl.concat(parts).sort("row", maintain_order=True)
 
 
 def order_violations(frame: pl.DataFrame) -> pl.DataFrame:

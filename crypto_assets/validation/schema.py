@@ -38,10 +38,6 @@ SCHEMA_SAMPLE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def empty_bars() -> pl.DataFrame:
-    return pl.DataFrame(schema=BARS_SCHEMA)
-
-
 def check_schema(raw: pl.DataFrame) -> RuleResult:
     """Rule `schema` (error): columns present, dtypes exact, no nulls, validated lazily so every
     failure is collected. Samples: (column, check, failure_case, row); `row` is null for
