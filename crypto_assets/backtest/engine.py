@@ -78,9 +78,9 @@ import numpy as np
 import polars as pl
 from numba import njit
 
+from crypto_assets.sources.base import TS_DTYPE
 from crypto_assets.timeframes import timeframe_us
 
-TS_DTYPE = pl.Datetime("us", "UTC")
 FUNDING_PERIOD_S = 8 * 3600.0
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from crypto_assets.sources.base import TS_DTYPE
 from crypto_assets.timeframes import epoch_us, timeframe_us
 
-TS_DTYPE = pl.Datetime("us", "UTC")
 YEAR_US = 365 * 24 * 3600 * 1_000_000
 WEIGHT_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "ts": TS_DTYPE, "weight": pl.Float64()}
 

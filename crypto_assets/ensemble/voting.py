@@ -16,7 +16,7 @@ import math
 
 import polars as pl
 
-WEIGHT_SCHEMA = {"symbol": pl.String(), "ts": pl.Datetime("us", "UTC"), "weight": pl.Float64()}
+from crypto_assets.baselines import WEIGHT_SCHEMA
 
 
 def soft_vote(members: dict[str, pl.DataFrame], votes: dict[str, float]) -> pl.DataFrame:

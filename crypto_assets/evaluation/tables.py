@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from crypto_assets.backtest import BacktestResult
 from crypto_assets.metrics import compute_kpis, deflated_sharpe, probabilistic_sharpe
+
+if TYPE_CHECKING:  # annotations only: the engine (numba) loads when a step runs a backtest
+    from crypto_assets.backtest import BacktestResult
 
 STITCHED = "stitched"
 COST_COLUMNS = ("fees", "slippage", "impact", "funding")
@@ -49,7 +52,7 @@ def per_bar_results(result: BacktestResult, strategy: str, start: dt.datetime, e
     )
 
 
-def _cost_share(returns: np.ndarray, cost: np.ndarray, equity_end: float) -> float:
+def _cost_share(cost: np.ndarray, equity_end: float) -> float:
     """Fraction of the pre-cost profit eaten by costs: costs / (net profit + costs); NaN if the
     strategy lost money before costs (the share of a loss is meaningless)."""
     total_cost = float(cost.sum())
@@ -95,7 +98,7 @@ def kpi_rows(
                 "turnover": float(group["turnover"].sum()),
                 "total_cost": float(group["cost"].sum()),
                 **costs,
-                "cost_share": _cost_share(r, group["cost"].to_numpy(), float(group["equity"][-1])),
+                "cost_share": _cost_share(group["cost"].to_numpy(), float(group["equity"][-1])),
                 "exposure": float(group["gross_exposure"].mean()),  # type: ignore[arg-type]
                 "time_in_market": float((group["gross_exposure"] > 1e-9).mean()),  # type: ignore[arg-type]
                 "psr": probabilistic_sharpe(r) if r.size > 2 else math.nan,

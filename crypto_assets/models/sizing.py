@@ -9,7 +9,7 @@ import math
 
 import polars as pl
 
-WEIGHT_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "ts": pl.Datetime("us", "UTC"), "weight": pl.Float64()}
+from crypto_assets.baselines import WEIGHT_SCHEMA
 
 
 def forecast_to_weights(

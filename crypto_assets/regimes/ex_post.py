@@ -31,14 +31,14 @@ from typing import Final
 import numpy as np
 import polars as pl
 
+from crypto_assets.regimes.causal import TREND_LABELS, VOL_LABELS
+
 XP_REGIME_COLUMNS: Final[tuple[str, ...]] = (
     "xp_trend_regime",
     "xp_trend_regime_code",
     "xp_vol_regime",
     "xp_vol_regime_code",
 )
-_TREND_LABELS: Final[dict[int, str]] = {1: "bull", -1: "bear", 0: "chop"}
-_VOL_LABELS: Final[dict[int, str]] = {1: "high", 0: "low"}
 
 
 def turning_points(close: np.ndarray, threshold: float = 0.2) -> list[int]:
@@ -132,7 +132,7 @@ def ex_post_regimes(
         )
     )
     out = out.with_columns(
-        xp_trend_regime=pl.col("xp_trend_regime_code").replace_strict(_TREND_LABELS, return_dtype=pl.String),
-        xp_vol_regime=pl.col("xp_vol_regime_code").replace_strict(_VOL_LABELS, return_dtype=pl.String),
+        xp_trend_regime=pl.col("xp_trend_regime_code").replace_strict(TREND_LABELS, return_dtype=pl.String),
+        xp_vol_regime=pl.col("xp_vol_regime_code").replace_strict(VOL_LABELS, return_dtype=pl.String),
     )
     return out.select(sym, "ts", *XP_REGIME_COLUMNS)
