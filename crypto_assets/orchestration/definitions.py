@@ -7,7 +7,13 @@ import dagster as dg
 from crypto_assets.config import ExperimentConfig
 from crypto_assets.orchestration.assets.ingestion import build_ingestion_assets
 from crypto_assets.orchestration.assets.models import build_model_assets
-from crypto_assets.orchestration.assets.research import build_evaluation_assets, build_research_assets, fold_spec
+from crypto_assets.orchestration.assets.research import (
+    PREDICTIONS_PREFIX,
+    STRATEGY_PREFIX,
+    build_evaluation_assets,
+    build_research_assets,
+    fold_spec,
+)
 from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
@@ -30,7 +36,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         key
         for asset in [*research, *models]
         for key in asset.keys
-        if key.path[-1].startswith(("baseline_", "predictions_")) or key.path[-1] == "ensemble"
+        if key.path[-1].startswith((STRATEGY_PREFIX, PREDICTIONS_PREFIX)) or key.path[-1] == "ensemble"
     ]
     research = [*research, *models, *build_evaluation_assets(experiment, strategies)]
     by_partitions: dict[str, list[dg.AssetsDefinition]] = {INGEST_JOB: [], FOLDS_JOB: [], REPORTS_JOB: []}

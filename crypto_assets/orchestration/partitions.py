@@ -8,7 +8,7 @@ import dagster as dg
 
 from crypto_assets.config.schema import DataSection
 from crypto_assets.folds import FoldSpec, add_months, first_fold_month, fold_keys, month_start
-from crypto_assets.timeframes import timeframe_delta
+from crypto_assets.timeframes import EPOCH, timeframe_delta
 
 MONTH_FMT = "%Y-%m-%d"
 
@@ -59,10 +59,14 @@ def fetch_span(
     and to bars that have closed by `now` (an open candle is never stored)."""
     first = dt.datetime.combine(data.start, dt.time(), tzinfo=dt.UTC)
     bar = timeframe_delta(data.timeframe)
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    in_progress = epoch + ((now - epoch) // bar) * bar  # open time of the bar still forming at `now`
+    in_progress = EPOCH + ((now - EPOCH) // bar) * bar  # open time of the bar still forming at `now`
     end = min(window_end, in_progress)
     if data.end is not None:
         end = min(end, dt.datetime.combine(data.end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
     start = max(window_start, first)
     return start, max(start, end)
+
+
+def fold_window_mapping(spec: FoldSpec) -> dg.TimeWindowPartitionMapping:
+    """Fold key → the monthly partitions the fold reads: its train months and its test months."""
+    return dg.TimeWindowPartitionMapping(start_offset=-spec.train_months, end_offset=spec.test_months - 1)

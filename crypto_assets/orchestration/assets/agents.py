@@ -6,12 +6,12 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
 from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
+from crypto_assets.orchestration.instance import GPU_POOL
 from crypto_assets.orchestration.markdown import md
-from crypto_assets.orchestration.partitions import fold_partitions
+from crypto_assets.orchestration.partitions import fold_partitions, fold_window_mapping
 from crypto_assets.orchestration.resources import TorchDeviceResource
 
 AGENT = "agent_ppo"
-GPU_POOL = "gpu"
 
 
 def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
@@ -23,13 +23,12 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
         + "-"
         + fingerprint(experiment.models.ppo.model_dump(mode="json"))
     )
-    fold_window = dg.TimeWindowPartitionMapping(start_offset=-spec.train_months, end_offset=spec.test_months - 1)
 
     @dg.multi_asset(
         can_subset=True,
         name=AGENT,
         partitions_def=folds,
-        ins={"fold_dataset": dg.AssetIn(), "bars": dg.AssetIn(partition_mapping=fold_window)},
+        ins={"fold_dataset": dg.AssetIn(), "bars": dg.AssetIn(partition_mapping=fold_window_mapping(spec))},
         outs={
             AGENT: optional_out(version, "The fold's PPO policy (SB3), settings and training curves.", "model_io"),
             f"{PREDICTIONS_PREFIX}ppo": optional_out(

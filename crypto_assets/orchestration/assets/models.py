@@ -13,6 +13,7 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
 from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
+from crypto_assets.orchestration.instance import GPU_POOL
 from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
@@ -24,7 +25,6 @@ MEMBERS = {
     "CNN_LSTM": ("forecaster", "cnn_lstm"),
     "PPO_Agent": ("agent", "ppo"),
 }
-GPU_POOL = "gpu"
 
 
 def metrics_frame(slices: dict[str, dict[str, float]]) -> pl.DataFrame:

@@ -20,7 +20,12 @@ from crypto_assets.config import ExperimentConfig, section_hash
 from crypto_assets.folds import FoldSpec, FoldWindow, fold_window_for_key, fold_windows, stitch_months
 from crypto_assets.orchestration.io_managers import SPLIT_BY_TS, STORED_PARTITIONS_ONLY
 from crypto_assets.orchestration.markdown import md
-from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions, fold_partitions
+from crypto_assets.orchestration.partitions import (
+    data_end_exclusive,
+    data_partitions,
+    fold_partitions,
+    fold_window_mapping,
+)
 from crypto_assets.timeframes import periods_per_year, timeframe_delta
 
 if TYPE_CHECKING:
@@ -153,16 +158,8 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
     @dg.asset(
         partitions_def=folds,
         ins={
-            "features": dg.AssetIn(
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-spec.train_months, end_offset=spec.test_months - 1
-                )
-            ),
-            "bars": dg.AssetIn(
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-spec.train_months, end_offset=spec.test_months - 1
-                )
-            ),
+            "features": dg.AssetIn(partition_mapping=fold_window_mapping(spec)),
+            "bars": dg.AssetIn(partition_mapping=fold_window_mapping(spec)),
         },
         code_version=section_hash(experiment, "data", "validation", "features", "walk_forward"),
         io_manager_key="warehouse_io",
@@ -329,6 +326,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         spans = stitch_months(windows, spec.step_months)
         first, last = min(s for s, _ in spans.values()), max(e for _, e in spans.values())
         costs = cost_model(experiment)
+        history = bars.filter((pl.col("ts") >= first - costs.vol_window * bar) & (pl.col("ts") < last))
         per_bar, trips = [], []
         for asset_name, weights in sorted(strategies.items()):
             strategy = names[asset_name]
@@ -341,7 +339,6 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
                     for key, (s, e) in spans.items()
                 ]
             )
-            history = bars.filter((pl.col("ts") >= first - costs.vol_window * bar) & (pl.col("ts") < last))
             result = run_backtest(history, order_rows(stitched), costs, timeframe=timeframe)
             per_bar.append(per_bar_results(result, strategy, first, last))
             trips.append(result.round_trips.with_columns(strategy=pl.lit(strategy)))
