@@ -232,7 +232,8 @@ def compute_features(
     symbol, have duplicate bars, or have null prices.
     """
     frame = validate_bars(bars, timeframe)
-    columns = feature_columns(spec)
+    warm = feature_warmups(spec)
+    columns = list(warm)  # = feature_columns(spec)
     if frame.height == 0:
         return pl.DataFrame(
             schema={"symbol": pl.String, "ts": pl.Datetime("us", "UTC"), **dict.fromkeys(columns, pl.Float64)}
@@ -241,7 +242,6 @@ def compute_features(
     if bench not in set(frame["symbol"].unique().to_list()):
         raise ValueError(f"benchmark {bench!r} has no bars; symbols: {sorted(frame['symbol'].unique().to_list())}")
     ann = math.sqrt(periods_per_year(timeframe))
-    warm = feature_warmups(spec)
     sym = "symbol"
     close, lc = pl.col("close"), pl.col("_lc")
     i = pl.col("_i")

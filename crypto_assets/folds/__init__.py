@@ -11,7 +11,6 @@ from crypto_assets.folds.split import (
     label_columns,
     missing_months,
     split_fold,
-    train_label_mask,
 )
 from crypto_assets.folds.windows import (
     FoldSpec,
@@ -45,5 +44,4 @@ __all__ = [
     "month_start",
     "split_fold",
     "stitch_months",
-    "train_label_mask",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import polars as pl
 
 from crypto_assets.folds.windows import FoldWindow, add_months, utc
@@ -125,9 +124,3 @@ def split_fold(
         raise ValueError(f"fold {window.key}: no train rows left after purging {purge_bars} bars")
     return train, test
 
-
-def train_label_mask(train: pl.DataFrame, horizon: int) -> np.ndarray:
-    """Boolean mask of train rows with a usable label (non-null, finite) — the rows a model may fit on."""
-    ret_col, _ = label_columns(horizon)
-    values = train.get_column(ret_col).cast(pl.Float64).to_numpy()
-    return np.isfinite(values)

@@ -115,15 +115,6 @@ def _as_date(value: dt.date | dt.datetime) -> dt.date:
     return value
 
 
-def _exclusive_end_month(data_end_exclusive: dt.date | dt.datetime) -> dt.date:
-    """The latest month start a test window may end at: a partial last month is never tested."""
-    if isinstance(data_end_exclusive, dt.datetime):
-        end = data_end_exclusive.astimezone(dt.UTC) if data_end_exclusive.tzinfo else data_end_exclusive
-        # 2024-07-01T00:00 closes June; 2024-07-01T05:00 does not close July.
-        return month_start(end.date())
-    return month_start(data_end_exclusive)
-
-
 def parse_key(key: str) -> dt.date:
     """`2024-03-01` → date; raises ValueError unless it is a month start."""
     try:
@@ -171,7 +162,9 @@ def fold_windows(
     an empty list when the span is shorter than train_months + test_months.
     """
     first = first_fold_month(data_start, spec)
-    limit = _exclusive_end_month(data_end_exclusive)
+    # The latest month start a test window may end at: a partial last month is never tested
+    # (2024-07-01T00:00 closes June; 2024-07-01T05:00 does not close July).
+    limit = month_start(_as_date(data_end_exclusive))
     windows: list[FoldWindow] = []
     offset = 0
     while add_months(first, offset + spec.test_months) <= limit:
