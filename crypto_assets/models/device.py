@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import random
 import warnings
@@ -19,8 +18,6 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
-
-logger = logging.getLogger(__name__)
 
 # cuBLAS needs a fixed workspace to be deterministic (CUDA ≥ 10.2); it is read when cuBLAS initialises,
 # so it must be in the environment before the first CUDA matmul.
@@ -44,7 +41,6 @@ def select_device(gpu_id: int | None) -> torch.device:
         return torch.device(f"cuda:{gpu_id}")
     reason = "CUDA is not available" if not available else f"only {count} CUDA device(s) present"
     message = f"gpu_id={gpu_id} requested but {reason}: falling back to CPU"
-    logger.warning(message)
     warnings.warn(message, RuntimeWarning, stacklevel=2)
     return torch.device("cpu")
 
