@@ -48,3 +48,35 @@ def epoch_us(moment: dt.datetime, name: str = "datetime") -> int:
 def periods_per_year(timeframe: str) -> int:
     """Bars in a 365-day year: 8760 for 1h, 35040 for 15m, 105120 for 5m, 365 for 1d."""
     return int(dt.timedelta(days=365) / timeframe_delta(timeframe))
+
+
+# Durations in configs are strings with a unit, so 5m, 15m and 1h experiments mean the same span.
+_DURATION_UNITS = {
+    "m": dt.timedelta(minutes=1),
+    "h": dt.timedelta(hours=1),
+    "d": dt.timedelta(days=1),
+    "w": dt.timedelta(weeks=1),
+}
+
+
+def parse_duration(text: str, key: str = "duration") -> dt.timedelta:
+    """`"24h"` → 24 hours; units m, h, d, w. A bare number (which would silently mean bars of
+    whatever timeframe) or any other text is a ValueError naming `key`."""
+    if not isinstance(text, str) or len(text) < 2 or text[-1] not in _DURATION_UNITS or not text[:-1].isdigit():
+        raise ValueError(
+            f"{key} must be a duration string with a unit, e.g. '24h', '30d', '90m' or '2w' (units: m, h, d, w); "
+            f"got {text!r}"
+        )
+    value = int(text[:-1]) * _DURATION_UNITS[text[-1]]
+    if value <= dt.timedelta(0):
+        raise ValueError(f"{key} must be a positive duration, got {text!r}")
+    return value
+
+
+def duration_bars(text: str, timeframe: str, key: str = "duration") -> int:
+    """Bars of `timeframe` in a duration: `"24h"` is 24 bars at 1h, 96 at 15m. A duration that is not a
+    whole number of bars is refused naming `key` (rounding would change what the config means)."""
+    value, bar = parse_duration(text, key), timeframe_delta(timeframe)
+    if value % bar:
+        raise ValueError(f"{key} = {text!r} is not a whole number of {timeframe} bars")
+    return value // bar
