@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,106 @@ def test_config_sections_map_onto_the_core_parameter_classes() -> None:
         section = getattr(config.models, arch)
         assert ForecasterParams(arch=arch, **section.model_dump()) == ForecasterParams(arch=arch)
         assert set(section.model_fields) == {f.name for f in dataclasses.fields(ForecasterParams)} - {"arch"}
+
+
+def test_impossible_date_names_file_key_and_line(tmp_path: Path) -> None:
+    """PyYAML's timestamp constructor raises a bare ValueError on 2024-02-30; the loader reports it instead."""
+    path = tmp_path / "exp.yaml"
+    source = '  source: "binance_historical"\n'
+    path.write_text(USER_EXAMPLE.replace(source, source + "  end: 2024-02-30\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: invalid experiment config (1 problem(s))"), message
+    assert "line 8, data.end: 2024-02-30 is not a calendar date (day is out of range for month)" in message
+
+
+def _minimal(experiment: str = "", data: str = "", rest: str = "", tickers: str = '["BTC/USDT"]') -> str:
+    """A small valid config; `experiment` / `data` lines go after line 2 / line 4, `rest` at the end."""
+    return f'experiment:\n  name: "x"\n{experiment}data:\n  tickers: {tickers}\n{data}{rest}'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            _minimal(experiment="  gpu_id: true\n"),
+            ["line 3, experiment.gpu_id: Input should be a valid integer", "booleans in YAML"],
+        ),
+        (
+            _minimal(experiment="  gpu_id: 1.0\n"),
+            ["line 3, experiment.gpu_id", "expected an integer >= 0, or null", "decimal point"],
+        ),
+        (
+            _minimal(experiment='  seed: "7"\n'),
+            ["line 3, experiment.seed: Input should be a valid integer", "without quotes"],
+        ),
+        (
+            _minimal(tickers='"BTC/USDT"'),
+            ["line 4, data.tickers: Input should be a valid list", 'write a list, e.g. ["BTC/USDT"]'],
+        ),
+        (
+            _minimal(rest="models:\n  lstm_attn:\n    max_epochs: 6.0\n"),
+            ["line 7, models.lstm_attn.max_epochs: Input should be a valid integer", "an integer >= 1 and <= 10000"],
+        ),
+        (
+            _minimal(rest="models:\n  cnn_lstm:\n    revin: 1\n"),
+            ["line 7, models.cnn_lstm.revin: Input should be a valid boolean", "true or false"],
+        ),
+        (
+            _minimal(rest='costs:\n  taker_fee: "0.001"\n'),
+            ["line 6, costs.taker_fee: Input should be a valid number", "without quotes"],
+        ),
+        (
+            _minimal().replace('name: "x"', "name: 2024"),
+            ["line 2, experiment.name: Input should be a valid string", "quote it"],
+        ),
+        (
+            _minimal(data="  start: 2024-01-05 00:00:00\n"),
+            ["line 5, data.start: a date without a time is required (YYYY-MM-DD)"],
+        ),
+        (_minimal(data='  start: "2024-01-05T00:00:00Z"\n'), ["line 5, data.start: a date is written YYYY-MM-DD"]),
+    ],
+    ids=[
+        "gpu_id-bool", "gpu_id-float", "seed-quoted", "tickers-string", "max_epochs-float", "revin-int",
+        "taker_fee-quoted", "name-int", "start-datetime", "start-quoted-datetime",
+    ],
+)
+def test_type_coercions_are_rejected(tmp_path: Path, text: str, expected: list[str]) -> None:
+    """Strict types: pydantic's lax mode turned each of these into a plausible value silently."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "(1 problem(s))" in message, message
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_strict_types_keep_ints_for_numbers_and_quoted_iso_dates(tmp_path: Path) -> None:
+    """An integer is a valid float (`taker_fee: 0`); a date may be quoted (yaml.safe_dump quotes it) but only
+    as YYYY-MM-DD: pydantic's lax mode took "2024-01-05T00:00:00Z" and dropped the time."""
+    path = tmp_path / "exp.yaml"
+    dates = '  source: "binance_historical"\n  start: "2021-03-01"\n  end: 2021-12-31\n'
+    costs = "costs:\n  taker_fee: 0\n  max_leverage: 2\n"
+    text = USER_EXAMPLE.replace('  source: "binance_historical"\n', dates) + costs
+    path.write_text(text)
+    config = load_config(path)
+    assert config.costs.taker_fee == 0.0 and isinstance(config.costs.taker_fee, float)
+    assert config.costs.max_leverage == 2.0
+    assert (config.data.start, config.data.end) == (dt.date(2021, 3, 1), dt.date(2021, 12, 31))
+    path.write_text(text.replace('start: "2021-03-01"', 'start: "2021-03-01T00:00:00Z"'))
+    with pytest.raises(ConfigError, match=r"line 8, data.start: a date is written YYYY-MM-DD"):
+        load_config(path)
+
+
+def test_every_problem_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    text = USER_EXAMPLE.replace("  gpu_id: 0 # RTX 4090\n", "  gpu_id: 0\n  gpuid: 1\n")
+    path.write_text(text.replace("weight: 0.6", "weight: 0.7"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "line 4, experiment.gpuid: unknown key; allowed keys here: name, gpu_id, seed" in message
+    assert "line 13, models.ensemble: ensemble weights must sum to 1" in message

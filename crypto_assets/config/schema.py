@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from crypto_assets.timeframes import TIMEFRAMES
 
@@ -26,7 +26,34 @@ ModelType = Literal["LSTM_Attn", "CNN_LSTM", "PPO_Agent"]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+    """Unknown keys are errors, and types are strict: YAML's `true` is not the integer 1, `"7"` is not 7,
+    `6.0` is not 6 and `"BTC/USDT"` is not a list (pydantic's lax mode would silently coerce all four).
+    An integer is still a valid number (`taker_fee: 0`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _calendar_date(value: object) -> object:
+    """YAML makes an unquoted `2024-01-31` a date; a quoted `"2024-01-31"` (what `yaml.safe_dump` writes,
+    and what anyone quoting every value writes) means the same day, so it is accepted too, in exactly
+    this form. A date-time is refused: its time would be dropped silently."""
+    if isinstance(value, dt.datetime):
+        raise ValueError(f"a date without a time is required (YYYY-MM-DD), e.g. {value.date().isoformat()}")
+    if isinstance(value, str):
+        if not ISO_DATE.match(value):
+            raise ValueError("a date is written YYYY-MM-DD, e.g. 2024-01-31")
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError as exc:  # the loader keeps impossible dates such as 2024-02-30 as text
+            raise ValueError(f"{value} is not a calendar date ({exc})") from None
+    return value
+
+
+CalendarDate = Annotated[dt.date, BeforeValidator(_calendar_date)]
+"""A day, written YYYY-MM-DD in YAML (quoted or not)."""
 
 
 class ExperimentSection(StrictModel):
@@ -105,9 +132,9 @@ class DataSection(StrictModel):
     """ccxt exchange id for `source: ccxt` (default `binance`)."""
     api_url: str | None = None
     """Replaces the exchange's REST base URL (regional endpoints, proxies, a local test exchange)."""
-    start: dt.date = dt.date(2020, 1, 1)
+    start: CalendarDate = dt.date(2020, 1, 1)
     """First day of data (UTC); partitions start at its month."""
-    end: dt.date | None = None
+    end: CalendarDate | None = None
     """Last day of data (UTC, inclusive); `null` = up to now, the current month being a partition."""
     csv_dir: str | None = None
     """Archive folder for `source: csv`; relative paths resolve against the project root."""
