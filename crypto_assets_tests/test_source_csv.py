@@ -469,9 +469,10 @@ def test_real_15m_fixture_through_the_archive_layout(tmp_path: Path) -> None:
     assert frame.height == 13_843
     assert frame["ts"][0] == dt.datetime(2021, 1, 12, tzinfo=UTC)
     assert frame["ts"][-1] == dt.datetime(2021, 6, 5, 14, 15, tzinfo=UTC)
-    # The 1h grid rule is checked against the requested timeframe.
+    # A 15m archive under a 1h name: refused naming the observed spacing (before: 3 rows in 4 off the
+    # 1h grid, listed by line without the cause).
     (tmp_path / "ETHUSDT_1h.csv").symlink_to(SHARED / "ETHUSDT_15m_2021H1.csv")
-    with pytest.raises(SourceError, match=r"ETHUSDT_1h\.csv: .*line 3, column 'timestamp': timestamp \d+ is not on the 1h grid"):
+    with pytest.raises(SourceError, match=r"ETHUSDT_1h\.csv: bars are 15m apart .* say 1h; 10,382 of 13,843 rows are off the 1h grid"):
         fetch(tmp_path, ["ETH/USDT"])
 
 
@@ -489,3 +490,49 @@ def test_real_fixture_merges_with_a_dump_made_from_it(tmp_path: Path) -> None:
     write(tmp_path / "BTCUSDT-1h-2022-11.csv", lines, header=None)
     with pytest.raises(SourceError, match=r"BTCUSDT_1h\.csv line \d+ and .*BTCUSDT-1h-2022-11\.csv line 101 disagree on column 'volume'"):
         fetch(tmp_path, start=dt.datetime(2022, 11, 1, tzinfo=UTC), end=dt.datetime(2022, 12, 1, tzinfo=UTC))
+
+
+# --- another timeframe's data under a file name (issue 8 item 4) --------------------------------------
+
+
+def test_hourly_data_in_a_file_named_for_30m_is_refused(tmp_path: Path) -> None:
+    """Hourly bars sit on the 30m grid, so no row rule caught them and gap filling made every other bar up."""
+    (tmp_path / "BTCUSDT_30m.csv").symlink_to(SHARED / "BTCUSDT_1h.csv")
+    with pytest.raises(SourceError) as info:
+        fetch(tmp_path, timeframe="30m")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'BTCUSDT_30m.csv'}: bars are 1h apart (the most common spacing"), message
+    # 51,112 rows, 15 maintenance gaps: 51,111 pairs of which 51,096 are one hour apart.
+    assert "between 51,096 of 51,111 pairs of consecutive rows), but the file name and config say 30m" in message
+    assert "off the" not in message  # every row is on the 30m grid: only the spacing tells
+    # The rule reads the most common spacing, so correct files with real maintenance gaps pass: the same
+    # file as 1h (15 gaps) and the 15m one (4 gaps of up to 30 bars).
+    assert fetch(SHARED, timeframe="1h").height == 51_112
+    (tmp_path / "BTCUSDT_15m.csv").symlink_to(SHARED / "BTCUSDT_15m_2021H1.csv")
+    assert fetch(tmp_path, timeframe="15m").height == 13_843
+    # Gappy but mostly hourly: accepted (the gaps are for validation to flag or fill); a short file that
+    # is more gap than bars is not judged on two spacings.
+    write_fixture(tmp_path, [0, 1, 2, 5, 6, 9, 10, 11])  # type: ignore[arg-type]
+    assert fetch(tmp_path).height == 8
+    write_fixture(tmp_path, range(0, 9, 3))
+    assert fetch(tmp_path)["ts"].dt.hour().to_list() == [0, 3, 6]
+
+
+def _dump_lines(frame: pl.DataFrame) -> list[str]:
+    return [
+        f"{int(r['ts'].timestamp() * 1000)},{r['open']},{r['high']},{r['low']},{r['close']},{r['volume']},0,0,0,0,0,0"
+        for r in frame.iter_rows(named=True)
+    ]
+
+
+def test_timeframe_mismatch_in_binance_monthly_dumps(tmp_path: Path) -> None:
+    may = (dt.datetime(2021, 5, 1, tzinfo=UTC), dt.datetime(2021, 6, 1, tzinfo=UTC))
+    hourly = CsvArchiveSource(SHARED).fetch(["BTC/USDT"], "1h", *may)
+    write(tmp_path / "BTCUSDT-30m-2021-05.csv", _dump_lines(hourly), header=None)
+    with pytest.raises(SourceError, match=r"BTCUSDT-30m-2021-05\.csv: bars are 1h apart .*between 743 of 743 pairs.* say 30m"):
+        fetch(tmp_path, start=may[0], end=may[1], timeframe="30m")
+    (tmp_path / "BTCUSDT_15m.csv").symlink_to(SHARED / "BTCUSDT_15m_2021H1.csv")
+    quarter_hourly = CsvArchiveSource(tmp_path).fetch(["BTC/USDT"], "15m", *may)
+    write(tmp_path / "BTCUSDT-1h-2021-05.csv", _dump_lines(quarter_hourly), header=None)
+    with pytest.raises(SourceError, match=r"BTCUSDT-1h-2021-05\.csv: bars are 15m apart .* say 1h; 2,232 of 2,976 rows are off"):
+        fetch(tmp_path, start=may[0], end=may[1])

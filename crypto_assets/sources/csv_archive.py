@@ -19,9 +19,12 @@ total: empty file or no rows, missing / extra / duplicate header columns, blank 
 count, non-numeric or empty cell, timestamp out of 2009-2100 (wrong unit), timestamp off the timeframe
 grid, duplicate or unsorted timestamps (in file order), OHLC rules (prices finite and > 0, volume ≥ 0,
 low ≤ min(open, close), high ≥ max(open, close)), a naive / non-UTC / mixed-zone / disagreeing
-`datetime`, a dump bar outside its month. Files of the same symbol are merged; a bar present in two
-files must agree on all five values (relative tolerance 1e-5, enough for the 2-decimal volume rounding
-documented for some archives), else the error names both files and lines. A symbol with no file at all
+`datetime`, a dump bar outside its month, and another timeframe's data under this timeframe's name (the
+most common spacing between consecutive rows, seen at least 3 times, is not the timeframe: hourly bars
+in a `_30m` file sit on the 30m grid and would otherwise be filled into fake half-hour bars; maintenance
+gaps only add a few longer spacings, so correct files with gaps pass). Files of the same symbol are
+merged; a bar present in two files must agree on all five values (relative tolerance 1e-5, enough for
+the 2-decimal volume rounding documented for some archives), else the error names both files and lines. A symbol with no file at all
 is an error naming the folder and the expected names; a symbol whose files have no bar in the span
 simply has no rows (it lists later, or was delisted).
 
@@ -61,6 +64,9 @@ MIN_TS_US = int(dt.datetime(2009, 1, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 MAX_TS_US = int(dt.datetime(2100, 1, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 MICROS_THRESHOLD = 10**14  # dump open times above this are µs (ms stays below it until year 5138)
 CACHE_MAX_ROWS = 4_000_000
+# Consecutive rows that must show a spacing other than the timeframe before a file is refused as another
+# timeframe's data: enough that a short file with a maintenance gap or two is never misjudged.
+MIN_SPACING_PAIRS = 3
 _ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
 _ZONE = r"(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
 _UTC_ZONES = ("Z", "z", "+00:00", "+0000", "-00:00", "-0000")
@@ -89,6 +95,18 @@ class _File:
 
 def _fmt_us(ts_us: int) -> str:
     return (EPOCH + dt.timedelta(microseconds=ts_us)).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _fmt_span(us: int) -> str:
+    """A spacing in the units timeframes are named in: 15m, 1h, 4h, 1d (or 90s, 1h30m)."""
+    seconds, rest = divmod(us, 1_000_000)
+    if rest:
+        return f"{us / 1_000_000:g}s"
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")) if n]
+    return "".join(parts) or "0s"
 
 
 def _problems(rows: list[tuple[int, str, str]]) -> pl.DataFrame:
@@ -254,6 +272,7 @@ class _Reader:
         ts_col = self.col("timestamp" if self.layout == "fixture" else "open_time")
         raw = pl.col("ts")
         in_range = (raw >= MIN_TS_US // factor) & (raw < MAX_TS_US // factor)
+        self._check_spacing(frame.filter(in_range).select(raw * factor), step_us)
         month = self.file.month_span_us if self.file.month is not None else (MIN_TS_US, MAX_TS_US)  # dumps: their month
         if self._all_good(frame, factor, step_us, month):
             return frame.select("line", (raw * factor).alias("ts"), *PRICE_COLUMNS)
@@ -308,6 +327,28 @@ class _Reader:
         if not found.is_empty():
             _raise(self.label, found)
         return frame.select("line", pl.col("ts_us").alias("ts"), *PRICE_COLUMNS)
+
+    def _check_spacing(self, ts: pl.DataFrame, step_us: int) -> None:
+        """Refuse a file holding another timeframe's bars. Hourly bars in a file named for 30m sit on the 30m
+        grid, so no row rule catches them, and gap filling would then invent every other bar; 15m bars
+        named 1h break the grid rule on 3 rows of 4, which names lines but not the cause. The most common
+        spacing between consecutive rows (in µs) says what the file holds: maintenance gaps only add a few
+        longer spacings, so a correct file with gaps still has its timeframe as the most common one."""
+        spacing = ts.select(pl.col("ts").diff().alias("spacing")).filter(pl.col("spacing") > 0)
+        if spacing.is_empty():
+            return
+        counts = spacing.group_by("spacing").len().sort(["len", "spacing"], descending=[True, False])
+        mode, n_mode = counts.row(0)
+        if mode == step_us or n_mode < MIN_SPACING_PAIRS:
+            return
+        off_grid = ts.filter(pl.col("ts") % step_us != 0).height
+        grid = f"; {off_grid:,} of {ts.height:,} rows are off the {self.timeframe} grid" if off_grid else ""
+        raise SourceError(
+            f"{self.label}: bars are {_fmt_span(mode)} apart (the most common spacing, between {n_mode:,} of "
+            f"{spacing.height:,} pairs of consecutive rows), but the file name and config say {self.timeframe}"
+            f"{grid}: the file holds another timeframe's data (refused rather than filled into fake bars); "
+            f"name it for its timeframe and set data.timeframe to match"
+        )
 
     @staticmethod
     def _all_good(frame: pl.DataFrame, factor: int, step_us: int, month: tuple[int, int]) -> bool:
