@@ -62,6 +62,9 @@ def main() -> None:
             )
         per_symbol = bars.group_by("symbol").len().sort("symbol")
         print("bars per symbol: " + ", ".join(f"{s} {n:,}" for s, n in per_symbol.iter_rows()))
+        # Each real gap (maintenance, the span before a listing) costs one re-request that answers [].
+        gaps = {s: sum(g.symbol == s for g in source.confirmed_gaps) for s in SYMBOLS}
+        print("confirmed gaps (asked twice): " + ", ".join(f"{s} {n}" for s, n in gaps.items()))
 
 
 if __name__ == "__main__":

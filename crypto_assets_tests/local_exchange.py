@@ -8,14 +8,17 @@
   [startTime, endTime];
 - `GET /api/v3/time`, `GET /api/v3/ping`.
 
-Tests queue faults (`status`, `slow`, `short_page`, `duplicate_rows`, `garbage_row`, `edit_rows`) that
-the next matching requests get instead of (or on top of) the normal answer, and read back every
-request in `requests`.
+Tests queue faults (`status`, `slow`, `short_page`, `duplicate_rows`, `garbage_row`, `edit_rows`,
+`empty_page`, `skip_rows`, `truncated_json`, `html_page`) that the next matching requests get instead of
+(or on top of) the normal answer, and read back every request in `requests`. A fault made with
+`since=` is kept for the klines request whose startTime is exactly that moment (a page mid-range),
+whatever comes first.
 """
 
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import json
 import threading
 import time
@@ -39,6 +42,8 @@ DEFAULT_LIMIT = 500  # Binance's default and maximum page sizes for spot klines
 MAX_LIMIT = 1000
 
 Row = list[Any]
+# A klines request's startTime: epoch ms or a UTC-aware datetime.
+Moment = int | dt.datetime
 
 
 def load_fixture(symbol: str, timeframe: str = "1h", suffix: str = "") -> pl.DataFrame:
@@ -66,24 +71,44 @@ def load_fixture(symbol: str, timeframe: str = "1h", suffix: str = "") -> pl.Dat
 
 @dataclass(frozen=True)
 class Fault:
-    """One injected misbehaviour, consumed by the next request whose path equals `path`.
+    """One injected misbehaviour, consumed by the next request whose path equals `path` (and, when
+    `when` is set, whose query it accepts).
 
     kind `status`: answer `status_code` with `body` (and a Retry-After header when `retry_after` is set);
     kind `slow`: sleep `delay_s` (longer than the client's time-out), then answer normally;
-    kind `rows`: answer normally but pass the page's kline rows through `edit` first."""
+    kind `rows`: answer normally but pass the page's kline rows through `edit` first;
+    kind `truncate`: answer normally but cut the body to its first `cut_at` characters (half when None),
+    with a matching Content-Length: a proxy or a cut upstream connection that still answers 200."""
 
-    kind: Literal["status", "slow", "rows"]
+    kind: Literal["status", "slow", "rows", "truncate"]
     path: str = KLINES_PATH
     status_code: int = 200
     retry_after: str | None = None
     body: str = ""
     delay_s: float = 0.0
     edit: Callable[[list[Row]], list[Any]] | None = None
+    cut_at: int | None = None
+    content_type: str | None = None
+    when: Callable[[Mapping[str, str]], bool] | None = None
 
 
-def status(code: int, retry_after: float | str | None = None, body: str | None = None, path: str = KLINES_PATH) -> Fault:
+def _starting_at(since: Moment | None) -> Callable[[Mapping[str, str]], bool] | None:
+    """A `when` that accepts only the request whose startTime is `since`."""
+    if since is None:
+        return None
+    ms = since if isinstance(since, int) else int(since.timestamp() * 1000)
+    return lambda query: query.get("startTime") == str(ms)
+
+
+def status(
+    code: int, retry_after: float | str | None = None, body: str | None = None, path: str = KLINES_PATH
+) -> Fault:
     """An HTTP error: 429 / 418 (rate limit, ban), 500 / 502 / 503 (server trouble) ..."""
-    text = body if body is not None else json.dumps({"code": -1003 if code in (418, 429) else -1000, "msg": f"injected {code}"})
+    text = (
+        body
+        if body is not None
+        else json.dumps({"code": -1003 if code in (418, 429) else -1000, "msg": f"injected {code}"})
+    )
     after = None if retry_after is None else (retry_after if isinstance(retry_after, str) else f"{retry_after:g}")
     # A 5xx from a load balancer has no Binance JSON body; ccxt then maps the bare status code.
     if code >= 500 and body is None:
@@ -95,8 +120,30 @@ def slow(delay_s: float, path: str = KLINES_PATH) -> Fault:
     return Fault("slow", path=path, delay_s=delay_s)
 
 
-def edit_rows(edit: Callable[[list[Row]], list[Any]], path: str = KLINES_PATH) -> Fault:
-    return Fault("rows", path=path, edit=edit)
+def edit_rows(edit: Callable[[list[Row]], list[Any]], path: str = KLINES_PATH, since: Moment | None = None) -> Fault:
+    return Fault("rows", path=path, edit=edit, when=_starting_at(since))
+
+
+def empty_page(since: Moment | None = None) -> Fault:
+    """Answer `[]`: "no bars in [startTime, endTime]" although there are some (a lagging replica)."""
+    return edit_rows(lambda rows: [], since=since)
+
+
+def skip_rows(start: int, count: int = 1, since: Moment | None = None) -> Fault:
+    """Silently drop `count` rows of the page from row `start` on (row 0: the page starts late)."""
+    return edit_rows(lambda rows: rows[:start] + rows[start + count :], since=since)
+
+
+def truncated_json(cut_at: int | None = None, path: str = KLINES_PATH, since: Moment | None = None) -> Fault:
+    """The normal answer cut to its first `cut_at` characters (half when None): e.g.
+    `[[1577836800000,"7195.2`. Inject it N times for a persistent fault."""
+    return Fault("truncate", path=path, cut_at=cut_at, when=_starting_at(since))
+
+
+def html_page(path: str = KLINES_PATH, since: Moment | None = None) -> Fault:
+    """A proxy's HTML page with status 200 instead of the API's JSON."""
+    body = "<html><head><title>Proxy</title></head><body>upstream busy, retry later</body></html>"
+    return Fault("status", path=path, status_code=200, body=body, content_type="text/html", when=_starting_at(since))
 
 
 def short_page(keep: int) -> Fault:
@@ -116,7 +163,9 @@ def duplicate_rows(count: int = 3, *, at_end: bool = True) -> Fault:
     return edit_rows(edit)
 
 
-def garbage_row(index: int, kind: Literal["non_numeric", "null", "short", "off_grid", "ohlc", "not_array"], column: int = 1) -> Fault:
+def garbage_row(
+    index: int, kind: Literal["non_numeric", "null", "short", "off_grid", "ohlc", "not_array"], column: int = 1
+) -> Fault:
     """Corrupt row `index` of the page: a non-numeric string or null in field `column`, a row cut to 3
     fields, a timestamp moved off the bar grid, a high below the low, or a row that is not an array."""
 
@@ -194,11 +243,28 @@ def _exchange_symbol(symbol_id: str, base: str, quote: str) -> dict[str, Any]:
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "0.00000100", "maxPrice": "1000000.00000000", "tickSize": "0.00000100"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.00000100",
+                "maxPrice": "1000000.00000000",
+                "tickSize": "0.00000100",
+            },
             {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000", "stepSize": "0.00001000"},
             {"filterType": "ICEBERG_PARTS", "limit": 10},
-            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "100.00000000", "stepSize": "0.00000000"},
-            {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True, "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": "0.00000000",
+                "maxQty": "100.00000000",
+                "stepSize": "0.00000000",
+            },
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": "5.00000000",
+                "applyMinToMarket": True,
+                "maxNotional": "9000000.00000000",
+                "applyMaxToMarket": False,
+                "avgPriceMins": 5,
+            },
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
             {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
         ],
@@ -243,7 +309,7 @@ class LocalExchange:
     # -- test knobs --
 
     def inject(self, *faults: Fault) -> None:
-        """Queue faults; each is used once, by the next request to its path, in order."""
+        """Queue faults; each is used once, by the next request to its path that its `when` accepts, in order."""
         with self._lock:
             self._faults.extend(faults)
 
@@ -299,10 +365,10 @@ class LocalExchange:
 
     # -- request handling (called from handler threads) --
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, query: Mapping[str, str]) -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self._faults):
-                if fault.path == path:
+                if fault.path == path and (fault.when is None or fault.when(query)):
                     del self._faults[i]
                     return fault
         return None
@@ -350,10 +416,18 @@ class LocalExchange:
     def handle(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, str], str]:
         """Status, extra headers and body for one GET."""
         self._record(path, query)
-        fault = self._take_fault(path)
+        fault = self._take_fault(path, query)
         if fault is not None and fault.kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            if fault.content_type is not None:
+                headers["Content-Type"] = fault.content_type
             return fault.status_code, headers, fault.body
+        code, headers, body = self._answer(path, query, fault)
+        if fault is not None and fault.kind == "truncate":
+            body = body[: len(body) // 2 if fault.cut_at is None else fault.cut_at]
+        return code, headers, body
+
+    def _answer(self, path: str, query: dict[str, str], fault: Fault | None) -> tuple[int, dict[str, str], str]:
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay_s)
         if path == "/api/v3/ping":
@@ -374,15 +448,19 @@ class _Handler(BaseHTTPRequestHandler):
     exchange: LocalExchange
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API (a fresh TCP connection per page is slow)
     timeout = 10  # idle keep-alive connections close after this
+    # Headers and body go out as two writes: with Nagle on, a small body (a gap re-request's `[]`)
+    # waits for the client's delayed ACK of the headers, ~40 ms per request on Linux.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query))
         code, headers, body = self.exchange.handle(parts.path, query)
         payload = body.encode()
+        content_type = headers.pop("Content-Type", "application/json;charset=UTF-8")
         try:
             self.send_response(code)
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             for name, value in headers.items():
                 self.send_header(name, value)
