@@ -39,6 +39,11 @@ def _validate_config(args: argparse.Namespace) -> int:
         f"{data.timeframe} bars from {data.source!r} ({data.source_kind}), {data.start} .. {data.end or 'now'}, "
         f"config hash {config_hash(config)}"
     )
+    from crypto_assets.ingestion.scope import data_only_note
+
+    note = data_only_note(config)
+    if note:
+        print(f"note: {note}")
     return 0
 
 
@@ -50,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from crypto_assets.folds import fold_keys
+    from crypto_assets.ingestion.scope import data_only_note
     from crypto_assets.orchestration.assets.research import fold_spec
     from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, REPORTS_JOB, build_definitions
     from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions
@@ -69,7 +75,12 @@ def _run(args: argparse.Namespace) -> int:
         *((FOLDS_JOB, f"fold {key}: dataset, strategies, backtest", {"partition_key": key}) for key in folds),
         (REPORTS_JOB, "walk-forward equity, kpis, regime_kpis, trials", {}),
     ]
+    note = data_only_note(config)
+    if note:  # no fold (yet): ingest and validate only, no KPI tables
+        plan = plan[:1]
     print(f"experiment {config.experiment.name!r}: instance {home}")
+    if note:
+        print(f"note: {note}")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         for step, (job, label, options) in enumerate(plan, 1):
@@ -89,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
                 print("\n".join(failure_messages(result)), file=sys.stderr)
                 return 1
     print(f"done in {time.perf_counter() - started:.1f} s")
-    _print_summary(config)
+    _print_summary(config, with_kpis=note is None)
     return 0
 
 
@@ -107,7 +118,7 @@ def failure_messages(result: ExecuteInProcessResult) -> list[str]:
     return messages
 
 
-def _print_summary(config: ExperimentConfig) -> None:
+def _print_summary(config: ExperimentConfig, *, with_kpis: bool = True) -> None:
     import polars as pl
 
     from crypto_assets.paths import experiment_root
@@ -120,6 +131,11 @@ def _print_summary(config: ExperimentConfig) -> None:
         "count(*) FILTER (is_wick_outlier) AS wick_outliers, count(*) FILTER (is_illiquid) AS illiquid_bars "
         "FROM bars GROUP BY symbol ORDER BY symbol"
     )
+    if not with_kpis:  # a data-only experiment: no fold ran, so there is no KPI table to show
+        with pl.Config(tbl_rows=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            print(f"\nbars (warehouse {warehouse.db_path}; open with: duckdb -readonly {warehouse.db_path})")
+            print(bars)
+        return
     kpis = warehouse.query(
         "SELECT strategy, round(sharpe, 2) AS sharpe, round(sharpe_daily, 2) AS sharpe_daily, round(sortino, 2) AS sortino, "
         "round(max_drawdown, 3) AS max_dd, round(cagr, 3) AS cagr, round(calmar, 2) AS calmar, round(romad, 2) AS romad, "

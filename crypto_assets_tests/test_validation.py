@@ -316,6 +316,58 @@ def test_find_gaps_lists_every_gap_uncapped() -> None:
     assert report.result("continuity").failures == 33 and report.result("continuity").samples.height == 20
 
 
+# ------------------------------------------------------------------ continuity to the end of the span
+
+
+def test_bars_stopping_early_leave_a_tail_gap_up_to_the_span_end_per_policy() -> None:
+    # BTC stops after 07:00 in a span that runs to 10:00 (exclusive); ETH is complete.
+    end = T0 + 10 * H
+    raw = pl.concat([frame("BTC/USDT", T0, [float(i + 1) for i in range(8)]), frame("ETH/USDT", T0, [5.0] * 10)])
+    alone = validate_bars(raw, "1h", rules(gap_policy="fail"))
+    assert alone.result("continuity").passed  # to the last bar received, the short answer looks complete
+
+    failed = validate_bars(raw, "1h", rules(gap_policy="fail"), span_start=T0, span_end=end)
+    assert failed.bars is None and failed.errors[0].name == "continuity"
+    assert gaps_of(failed) == [("BTC/USDT", T0 + 8 * H, T0 + 9 * H, 2)]
+
+    flagged = validate_bars(raw, "1h", rules(gap_policy="flag"), span_start=T0, span_end=end)
+    assert not flagged.result("continuity").passed and flagged.result("continuity").severity == "warn"
+    assert flagged.bars is not None and flagged.bars.filter(pl.col("symbol") == "BTC/USDT").height == 8
+
+    filled = validate_bars(raw, "1h", rules(gap_policy="ffill"), span_start=T0, span_end=end)
+    assert filled.bars is not None
+    btc = filled.bars.filter(pl.col("symbol") == "BTC/USDT")
+    assert btc["ts"].to_list() == [T0 + i * H for i in range(10)]
+    assert btc.filter("is_filled").select("ts", "open", "close", "volume").rows() == [
+        (T0 + 8 * H, 8.0, 8.0, 0.0),
+        (T0 + 9 * H, 8.0, 8.0, 0.0),
+    ]
+    assert find_gaps(raw, "1h", span_end=end).rows() == [("BTC/USDT", T0 + 8 * H, T0 + 9 * H, 2)]
+
+
+def test_span_end_ignores_unlisted_symbols_and_starts_a_listing_at_its_first_bar() -> None:
+    end = T0 + 10 * H
+    btc = frame("BTC/USDT", T0, [1.0] * 10)
+    sol = frame("SOL/USDT", T0 + 6 * H, [2.0] * 4)  # lists at 06:00 and runs to the end: no gap at all
+    report = validate_bars(pl.concat([btc, sol]), "1h", rules(gap_policy="fail"), span_start=T0, span_end=end)
+    assert report.ok and report.result("continuity").passed  # XRP (no bar anywhere) is simply not listed
+    assert report.bars is not None and report.bars.filter(pl.col("symbol") == "SOL/USDT").height == 4
+
+
+def test_a_symbol_with_history_and_no_bar_in_the_span_shows_the_whole_span_as_a_gap() -> None:
+    feb = utc("2024-02-01 00:00")
+    hist = pl.concat([frame("BTC/USDT", feb - 2 * H, [1.0, 2.0]), frame("ETH/USDT", feb - 2 * H, [3.0, 4.0])])
+    raw = frame("BTC/USDT", feb, [5.0, 6.0, 7.0])  # the source answered nothing for ETH
+    report = validate_bars(raw, "1h", rules(gap_policy="ffill"), history=hist, span_start=feb, span_end=feb + 3 * H)
+    assert gaps_of(report) == [("ETH/USDT", feb, feb + 2 * H, 3)]
+    assert report.bars is not None
+    eth = report.bars.filter(pl.col("symbol") == "ETH/USDT")
+    assert eth["ts"].to_list() == [feb, feb + H, feb + 2 * H] and eth["is_filled"].all() and eth["close"].to_list() == [4.0] * 3
+    # an empty frame (a whole outage) is judged the same way instead of passing as "no rows, no gaps"
+    empty = validate_bars(empty_raw(), "1h", rules(gap_policy="fail"), history=hist, span_start=feb, span_end=feb + H)
+    assert empty.bars is None and [g[0] for g in gaps_of(empty)] == ["BTC/USDT", "ETH/USDT"]
+
+
 def test_15m_grid() -> None:
     q = dt.timedelta(minutes=15)
     raw = frame("ETH/USDT", T0, [1.0, 2.0, 3.0, 4.0, 5.0], step=q, skip=(2,))

@@ -140,6 +140,17 @@ class DataSection(StrictModel):
     """Archive folder for `source: csv`; relative paths resolve against the project root."""
     synthetic: SyntheticSection = SyntheticSection()
     ccxt: CcxtSection = CcxtSection()
+    catch_up: str = "7d"
+    """How far back each scheduled ingestion tick looks for missing bars (holes and tails, across
+    months), as a duration ('36h', '7d'); older holes need an explicit re-materialization."""
+
+    @field_validator("catch_up")
+    @classmethod
+    def _catch_up(cls, value: str) -> str:
+        from crypto_assets.timeframes import parse_duration
+
+        parse_duration(value, "data.catch_up")  # raises naming the key and the accepted units
+        return value
 
     @field_validator("tickers")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from crypto_assets.config import ExperimentConfig
+from crypto_assets.ingestion.scope import data_only_note
 from crypto_assets.orchestration.assets.ingestion import build_ingestion_assets
 from crypto_assets.orchestration.assets.models import build_model_assets
 from crypto_assets.orchestration.assets.research import (
@@ -28,7 +29,10 @@ REPORTS_JOB = "reports"
 def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     """Three jobs, one per partitions definition (the CLI cannot mix them in one selection):
     `ingest` (monthly data: raw_ohlcv → bars → features), `folds` (per fold: datasets, baselines,
-    trained models, ensemble, backtests) and `reports` (unpartitioned: walk-forward equity, KPI tables, trials)."""
+    trained models, ensemble, backtests) and `reports` (unpartitioned: walk-forward equity, KPI tables, trials).
+
+    A data-only experiment (a fixed span shorter than one fold) gets only `ingest` and its monthly assets:
+    the note saying so is in the job's description and the definitions' metadata (`data_only`)."""
     ingestion = build_ingestion_assets(experiment)
     research = build_research_assets(experiment)
     models = build_model_assets(experiment)
@@ -39,8 +43,13 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         if key.path[-1].startswith((STRATEGY_PREFIX, PREDICTIONS_PREFIX)) or key.path[-1] == "ensemble"
     ]
     research = [*research, *models, *build_evaluation_assets(experiment, strategies)]
-    by_partitions: dict[str, list[dg.AssetsDefinition]] = {INGEST_JOB: [], FOLDS_JOB: [], REPORTS_JOB: []}
     months, folds = data_partitions(experiment.data), fold_partitions(experiment.data, fold_spec(experiment))
+    note = data_only_note(experiment)
+    data_only = note is not None and experiment.data.end is not None
+    if data_only:
+        # No fold can ever exist: keep the monthly data assets (raw_ohlcv, bars, features), drop the rest.
+        research = [asset for asset in research if asset.partitions_def == months]
+    by_partitions: dict[str, list[dg.AssetsDefinition]] = {INGEST_JOB: [], FOLDS_JOB: [], REPORTS_JOB: []}
     for asset in [*ingestion, *research]:
         if asset.partitions_def == months:
             by_partitions[INGEST_JOB].append(asset)
@@ -49,7 +58,8 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         else:
             by_partitions[REPORTS_JOB].append(asset)
     descriptions = {
-        INGEST_JOB: "raw_ohlcv → bars → features for the selected months (one run for a whole range).",
+        INGEST_JOB: "raw_ohlcv → bars → features for the selected months (one run for a whole range)."
+        + (f" Note: {note}." if note else ""),
         FOLDS_JOB: "One walk-forward fold: dataset, strategy weights, backtests.",
         REPORTS_JOB: "Stitched walk-forward equity and the KPI, regime and trial tables over all folds.",
     }
@@ -61,11 +71,13 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
             description=descriptions[name],
         )
         for name, assets in by_partitions.items()
+        if assets or name == INGEST_JOB
     ]
     return dg.Definitions(
         assets=[*ingestion, *research],
         jobs=jobs,
         schedules=[build_ingest_schedule(experiment, jobs[0])],
+        metadata={"data_only": note} if note else None,
         resources={
             "warehouse_io": WarehouseIOManager(storage_root=str(experiment_root(experiment))),
             "model_io": ModelArtifactIOManager(storage_root=str(experiment_root(experiment))),

@@ -1,12 +1,16 @@
-"""Incremental ingestion: refresh the current month's partition with only the bars not yet stored."""
+"""The ingestion schedule: each tick fetches exactly the bars missing within the catch-up horizon."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from crypto_assets.config import ExperimentConfig
+from crypto_assets.ingestion.coverage import catch_up_window
 from crypto_assets.orchestration.partitions import data_partitions
-from crypto_assets.timeframes import timeframe_delta
+from crypto_assets.timeframes import parse_duration, timeframe_delta
+
+SCHEDULE_NAME = "ingest_missing_bars"
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 # A few minutes past each bar's close so the exchange has published it.
 _CRON_BY_TIMEFRAME = {
@@ -23,29 +27,52 @@ _CRON_BY_TIMEFRAME = {
 def build_ingest_schedule(
     experiment: ExperimentConfig, ingest_job: dg.UnresolvedAssetJobDefinition
 ) -> dg.ScheduleDefinition:
+    data = experiment.data
     # Live data only: on by default for exchange sources with an open end, off for fixed spans.
-    live = experiment.data.source_kind == "ccxt" and experiment.data.end is None
-    partitions = data_partitions(experiment.data)
-    bar = timeframe_delta(experiment.data.timeframe)
+    live = data.source_kind == "ccxt" and data.end is None
+    partitions = data_partitions(data)
+    bar = timeframe_delta(data.timeframe)
+    horizon = parse_duration(data.catch_up, "data.catch_up")
 
     @dg.schedule(
-        name="ingest_current_month",
-        cron_schedule=_CRON_BY_TIMEFRAME[experiment.data.timeframe],
+        name=SCHEDULE_NAME,
+        cron_schedule=_CRON_BY_TIMEFRAME[data.timeframe],
         execution_timezone="UTC",
         job=ingest_job,
         default_status=dg.DefaultScheduleStatus.RUNNING if live else dg.DefaultScheduleStatus.STOPPED,
-        description=f"Every {experiment.data.timeframe} bar: fetch only new bars of the current month, then re-validate it.",
+        description=(
+            f"Every {data.timeframe} bar: fetch exactly the bars missing from the last {data.catch_up} "
+            "(data.catch_up) — holes and tails, across month boundaries — keep everything stored, report "
+            "what could not be fetched (raw_ohlcv metadata), then re-validate those months. One run covers "
+            "every month the horizon touches; the tick time is the run's `as_of`. Revised candles of closed "
+            "months and holes older than the horizon are picked up by an explicit re-materialization "
+            "(a full re-fetch), e.g. `crypto-lab dagster --config FILE -- asset materialize -m "
+            "crypto_assets.definitions --select raw_ohlcv,bars,features --partition 2024-01-01`."
+        ),
     )
-    def ingest_current_month(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    def ingest_missing_bars(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         now = context.scheduled_execution_time
-        # The month of the newest closed bar: on the first tick of a month that is still the old one.
-        key = (now - bar).strftime("%Y-%m-01")
-        if key not in partitions.get_partition_keys(current_time=now):
-            return dg.SkipReason(f"month {key} is outside the configured data span")
-        return dg.RunRequest(
-            run_key=f"{key}@{context.scheduled_execution_time:%Y-%m-%dT%H:%M}",
-            partition_key=key,
-            run_config=dg.RunConfig(ops={"raw_ohlcv": {"config": {"incremental": True}}}),
-        )
+        window = catch_up_window(data.start, data.end, data.timeframe, horizon, now)
+        if window.is_empty:
+            return dg.SkipReason(
+                f"no closed bar of the data span within data.catch_up {data.catch_up} of {now:%Y-%m-%d %H:%M}"
+            )
+        known = set(partitions.get_partition_keys(current_time=now))
+        keys = [key for key in window.months(bar) if key in known]
+        if not keys:
+            return dg.SkipReason(f"months {window.months(bar)} are outside the configured data span")
+        as_of = now.isoformat()
+        run_config = {
+            "ops": {
+                "raw_ohlcv": {"config": {"incremental": True, "as_of": as_of}},
+                "bars": {"config": {"as_of": as_of}},
+            }
+        }
+        run_key = f"catch-up@{now:%Y-%m-%dT%H:%M}"
+        if len(keys) == 1:
+            return dg.RunRequest(run_key=run_key, partition_key=keys[0], run_config=run_config)
+        # Several months in ONE run (the data assets have single-run backfill policies): a range run.
+        tags = dict(zip(RANGE_TAGS, (keys[0], keys[-1]), strict=True))
+        return dg.RunRequest(run_key=run_key, run_config=run_config, tags=tags)
 
-    return ingest_current_month
+    return ingest_missing_bars

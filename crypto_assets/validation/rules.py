@@ -121,15 +121,17 @@ def unique_sorted_timestamps(raw: pl.DataFrame, timeframe: dt.timedelta) -> Rule
     )
 
 
-def gaps_in_series(series: pl.DataFrame, timeframe: dt.timedelta) -> pl.DataFrame:
-    """Every gap whose next present bar is a raw row, with the close to forward-fill from.
+def gaps_in_series(series: pl.DataFrame, timeframe: dt.timedelta, span_end: dt.datetime | None = None) -> pl.DataFrame:
+    """Every gap whose next present bar is a raw row, with the close to forward-fill from; with
+    `span_end`, also each symbol's *tail gap*: the bars from its last bar up to `span_end` (exclusive).
 
     A symbol's grid runs from its first bar in `series` (its last history bar, if any, else its
-    first raw bar: symbols list mid-sample, so nothing before that is missing) to its last raw bar.
+    first raw bar: symbols list mid-sample, so nothing before that is missing) to `span_end`, or to
+    its last raw bar when `span_end` is None. A symbol absent from `series` has not listed: no gap.
     """
     tf_us = _us(timeframe)
     step = pl.col("ts").dt.epoch("us") - pl.col("prev_ts").dt.epoch("us")
-    return (
+    inner = (
         series.select("symbol", "ts", "close", "_hist", prev_ts=_prev("ts"), prev_close=_prev("close"))
         .filter(~pl.col("_hist") & (step > tf_us))
         .select(
@@ -140,6 +142,24 @@ def gaps_in_series(series: pl.DataFrame, timeframe: dt.timedelta) -> pl.DataFram
             "prev_close",
         )
     )
+    if span_end is None or series.is_empty():
+        return inner
+    last_open = _ceil_to_grid(span_end, timeframe) - timeframe  # open time of the span's last bar
+    tail = (
+        series.group_by("symbol", maintain_order=True)
+        .agg(pl.col("ts").last(), pl.col("close").last().alias("prev_close"))
+        .filter(pl.col("ts") < last_open)
+        .select(
+            "symbol",
+            (pl.col("ts") + timeframe).alias("gap_start"),
+            pl.lit(last_open, dtype=TS_DTYPE).alias("gap_end"),
+            ((pl.lit(last_open, dtype=TS_DTYPE).dt.epoch("us") - pl.col("ts").dt.epoch("us")) // tf_us).alias(
+                "missing_bars"
+            ),
+            "prev_close",
+        )
+    )
+    return pl.concat([inner, tail.cast(inner.schema)]).sort("symbol", "gap_start")
 
 
 def continuity(

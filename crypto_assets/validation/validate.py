@@ -32,6 +32,7 @@ def validate_bars(
     *,
     history: pl.DataFrame | None = None,
     span_start: dt.datetime | None = None,
+    span_end: dt.datetime | None = None,
 ) -> ValidationReport:
     """Validate raw bars (RAW_SCHEMA; any row order) and build the `bars` table (BARS_SCHEMA).
 
@@ -42,6 +43,11 @@ def validate_bars(
       up the wick volatility, the last close for the first return.
     - `span_start`: open time of the first bar this frame is responsible for (its partition's
       start); forward-filled bars before it are not emitted. Default: the frame's first bar.
+    - `span_end`: end (exclusive) of the span that was requested from the source: the partition's end,
+      clamped to `data.end` and to the last closed bar. Every symbol that has a bar (raw, or in
+      `history`) is expected up to the bar before it, so bars that stop early leave a *tail gap*;
+      a symbol with no bar at all has not listed yet and is not expected. Default: each symbol's
+      last raw bar (no tail is checked).
 
     Rules, in order: `schema`, `ohlc_consistency`, `unique_sorted_timestamps`, `continuity`
     (errors: hard rules; `continuity` only under `gap_policy: fail`), then `wick_outliers` and
@@ -50,13 +56,18 @@ def validate_bars(
     problem. When any hard rule fails `bars` is None: nothing may be written.
 
     `bars` is sorted by (symbol, ts), holds only bars at or after `span_start`, and under
-    `gap_policy: ffill` has no missing bar between each symbol's first and last bar.
+    `gap_policy: ffill` has no missing bar between each symbol's first bar and `span_end` (or its last
+    bar when `span_end` is not given).
     """
     tf = timeframe_delta(timeframe)
     if span_start is not None:
         if span_start.tzinfo is None:
             raise ValueError(f"span_start must be timezone-aware (UTC), got naive {span_start}")
         span_start = span_start.astimezone(dt.UTC)
+    if span_end is not None:
+        if span_end.tzinfo is None:
+            raise ValueError(f"span_end must be timezone-aware (UTC), got naive {span_end}")
+        span_end = span_end.astimezone(dt.UTC)
 
     schema_result = check_schema(raw)
     if not schema_result.passed:
@@ -67,7 +78,7 @@ def validate_bars(
     order_result = unique_sorted_timestamps(raw, tf)
     series = _series(raw, history, rules.wick_vol_window, dedupe=not order_result.passed)
     start = span_start if span_start is not None else raw["ts"].min()
-    gaps = gaps_in_series(series, tf)
+    gaps = gaps_in_series(series, tf, span_end)
     continuity_result, filled = continuity(gaps, tf, rules.gap_policy, start)
     # Filled history bars are not observations: keep them out of returns and volatility.
     real = series.filter(~(pl.col("_hist") & pl.col("is_filled")))
@@ -80,12 +91,19 @@ def validate_bars(
     return ValidationReport(results, _bars(series, wick_flags, filled, illiquid_days, start))
 
 
-def find_gaps(raw: pl.DataFrame, timeframe: str, *, history: pl.DataFrame | None = None) -> pl.DataFrame:
+def find_gaps(
+    raw: pl.DataFrame,
+    timeframe: str,
+    *,
+    history: pl.DataFrame | None = None,
+    span_end: dt.datetime | None = None,
+) -> pl.DataFrame:
     """Every gap in `raw` (RAW_SCHEMA) as (symbol, gap_start, gap_end, missing_bars), uncapped,
     sorted by (symbol, gap_start); gap_start/gap_end are the first/last missing bar's open time.
-    Same grid as the `continuity` rule (see `validate_bars`)."""
+    Same grid as the `continuity` rule (see `validate_bars`), tail gaps up to `span_end` included."""
     series = _series(raw.select(RAW_COLUMNS), history, 0, dedupe=True)
-    return gaps_in_series(series, timeframe_delta(timeframe)).select(list(GAP_SCHEMA)).sort("symbol", "gap_start")
+    gaps = gaps_in_series(series, timeframe_delta(timeframe), span_end)
+    return gaps.select(list(GAP_SCHEMA)).sort("symbol", "gap_start")
 
 
 def _series(raw: pl.DataFrame, history: pl.DataFrame | None, window: int, *, dedupe: bool) -> pl.DataFrame:
@@ -93,13 +111,15 @@ def _series(raw: pl.DataFrame, history: pl.DataFrame | None, window: int, *, ded
     body = raw.with_columns(pl.lit(False).alias("is_filled"), pl.lit(False).alias("_hist"))
     if dedupe:
         body = body.unique(["symbol", "ts"], keep="first", maintain_order=True)
-    if history is not None and history.height and raw.height:
+    if history is not None and history.height:
         filled = pl.col("is_filled") if "is_filled" in history.columns else pl.lit(False)
         firsts = raw.group_by("symbol").agg(pl.col("ts").min().alias("_first"))
+        # A symbol with history but no raw bar keeps its history tail: its grid runs on to the span's
+        # end, so a month the source answered nothing for shows up as a gap instead of vanishing.
         hist = (
             history.select(*(pl.col(c).cast(t) for c, t in RAW_SCHEMA.items()), filled.alias("is_filled"))
-            .join(firsts, on="symbol")
-            .filter(pl.col("ts") < pl.col("_first"))
+            .join(firsts, on="symbol", how="left")
+            .filter(pl.col("_first").is_null() | (pl.col("ts") < pl.col("_first")))
             .drop("_first")
             .unique(["symbol", "ts"], keep="last")
             .sort("symbol", "ts")

@@ -8,14 +8,22 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, section_hash
+from crypto_assets.ingestion.coverage import (
+    CatchUpWindow,
+    catch_up,
+    catch_up_window,
+    describe_spans,
+    month_windows,
+    row_count_drops,
+)
 from crypto_assets.orchestration.io_managers import SPLIT_BY_TS
 from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import data_partitions, fetch_span, previous_month_key
 from crypto_assets.paths import experiment_root
-from crypto_assets.sources.base import RAW_COLUMNS, empty_raw
+from crypto_assets.sources.base import RAW_COLUMNS, OhlcvSource, empty_raw
 from crypto_assets.sources.factory import make_source
 from crypto_assets.storage.warehouse import Warehouse
-from crypto_assets.timeframes import timeframe_delta
+from crypto_assets.timeframes import parse_duration
 
 # One asset check per validation rule, reported by `bars` itself: in a single-run backfill a blocking
 # check would fire once, after the whole range had been written, so hard errors fail the step before
@@ -24,7 +32,10 @@ BAR_CHECKS: dict[str, str] = {
     "schema": "Columns, dtypes, no nulls, UTC timestamps (pandera, polars backend).",
     "ohlc_consistency": "Prices > 0, volume ≥ 0, low ≤ min(open, close), max(open, close) ≤ high.",
     "unique_sorted_timestamps": "No duplicate, out-of-order or off-grid timestamps per symbol.",
-    "continuity": "Every missing bar on each symbol's grid, first to last bar; handled per gap policy.",
+    "continuity": (
+        "Every missing bar on each symbol's grid, from its first bar to the end of the requested span "
+        "(partition end, data.end or the last closed bar); handled per gap policy."
+    ),
     "wick_outliers": "Wicks far beyond trailing volatility that the other symbols did not share.",
     "liquidity": "Symbol-days below the minimum dollar volume or above the Amihud illiquidity limit.",
 }
@@ -32,14 +43,41 @@ BAR_CHECKS: dict[str, str] = {
 
 class IngestConfig(dg.Config):
     incremental: bool = False
-    """Fetch only bars newer than those stored and merge (the schedule); an explicit request re-fetches."""
+    """Fetch only what is missing within `data.catch_up` before `as_of` and keep every stored row (the
+    schedule); the default, an explicit request, re-fetches the whole span of the selected months."""
+    as_of: str | None = None
+    """ISO-8601 UTC time used as "now" (the schedule sets its tick time); default: the run's creation time."""
+    allow_fewer_rows: bool = False
+    """Let a full re-fetch replace stored partitions with fewer rows (otherwise the run fails first)."""
+
+
+class BarsConfig(dg.Config):
+    as_of: str | None = None
+    """ISO-8601 UTC time used as "now": continuity is checked up to the last bar closed by then."""
+
+
+def run_now(context: dg.AssetExecutionContext, as_of: str | None, key: str) -> dt.datetime:
+    """`as_of` if given, else the run's creation time: every step of one run agrees on "now", so the
+    span `bars` validates is the span `raw_ohlcv` fetched (a bar closing between the steps is no gap)."""
+    if as_of is not None:
+        try:
+            moment = dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise dg.Failure(f"run config {key}.as_of = {as_of!r} is not an ISO-8601 time") from None
+        if moment.tzinfo is None:
+            raise dg.Failure(f"run config {key}.as_of = {as_of!r} has no time zone; write e.g. {as_of}+00:00")
+        return moment.astimezone(dt.UTC)
+    record = context.instance.get_run_record_by_id(context.run_id)
+    created = record.create_timestamp if record is not None else dt.datetime.now(dt.UTC)
+    return created if created.tzinfo is not None else created.replace(tzinfo=dt.UTC)
 
 
 def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition]:
     partitions = data_partitions(experiment.data)
     warehouse = Warehouse(experiment_root(experiment))
-    bar = timeframe_delta(experiment.data.timeframe)
+    timeframe = experiment.data.timeframe
     symbols = list(experiment.data.tickers)
+    horizon = parse_duration(experiment.data.catch_up, "data.catch_up")
 
     @dg.asset(
         partitions_def=partitions,
@@ -49,38 +87,102 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         group_name="data",
         kinds={"polars", "parquet"},
         metadata=SPLIT_BY_TS,
-        description=f"Raw OHLCV bars from the `{experiment.data.source}` source, one file per UTC month.",
+        description=(
+            f"Raw OHLCV bars from the `{experiment.data.source}` source, one file per UTC month. An explicit "
+            "materialization re-fetches the selected months (and refuses to store fewer rows than are stored "
+            "unless run config `allow_fewer_rows: true`); the schedule fetches only what is missing."
+        ),
     )
     def raw_ohlcv(context: dg.AssetExecutionContext, config: IngestConfig) -> dg.Output[pl.DataFrame]:
         window = context.partition_time_window
-        start, end = fetch_span(experiment.data, window.start, window.end, dt.datetime.now(dt.UTC))
+        keys = context.partition_keys
+        now = run_now(context, config.as_of, "raw_ohlcv")
+        start, end = fetch_span(experiment.data, window.start, window.end, now)
         source = make_source(experiment)
-        stored = None
+        label = f"raw_ohlcv {keys[0]}" + (f"..{keys[-1]}" if len(keys) > 1 else "")
         if config.incremental:
-            stored = warehouse.read_partitions("raw_ohlcv", context.partition_keys, missing="skip")
-        if stored is not None and not stored.is_empty():
-            last = stored.group_by("symbol").agg(pl.col("ts").max())
-            last_by_symbol = dict(last.iter_rows())
-            # Resume from the earliest symbol's next bar; a symbol with nothing stored starts over.
-            resume = min(last_by_symbol[s] + bar if s in last_by_symbol else start for s in symbols)
-            fetched = source.fetch(symbols, experiment.data.timeframe, resume, end) if resume < end else None
-            kept = stored.filter(pl.col("ts") < resume)
-            frame = kept if fetched is None else pl.concat([kept, fetched.select(RAW_COLUMNS)])
-            mode = f"incremental from {resume.isoformat()}"
-            new_bars = 0 if fetched is None else fetched.height
-        else:
-            frame = source.fetch(symbols, experiment.data.timeframe, start, end) if start < end else empty_raw()
-            mode, new_bars = "full", frame.height
-        frame = frame.sort("symbol", "ts")
-        context.log.info(f"raw_ohlcv {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}: {new_bars} bars fetched ({mode})")
+            return _catch_up(context, source, label, keys, start, end, now)
+        frame = source.fetch(symbols, timeframe, start, end) if start < end else empty_raw()
+        frame = frame.select(RAW_COLUMNS).sort("symbol", "ts")
+        stored = warehouse.read_partitions("raw_ohlcv", keys, missing="skip")
+        drops = row_count_drops(stored, frame, month_windows(keys))
+        if drops and not config.allow_fewer_rows:
+            # Fail before the output exists: the IO manager writes nothing, the stored rows stay.
+            raise dg.Failure(
+                description=(
+                    f"{label}: the new fetch of {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} has fewer rows than "
+                    f"are stored, so nothing was written: " + "; ".join(map(str, drops)) + ". If the source really "
+                    "holds less now, re-run with run config ops.raw_ohlcv.config.allow_fewer_rows: true"
+                ),
+                allow_retries=False,
+            )
+        if drops:
+            context.log.warning(f"{label}: replacing with fewer rows (allow_fewer_rows): " + "; ".join(map(str, drops)))
+        context.log.info(f"{label} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}: {frame.height} bars fetched (full)")
         return dg.Output(
             frame,
             metadata={
-                "mode": mode,
-                "fetched_bars": new_bars,
+                "mode": "full",
+                "fetched_bars": frame.height,
                 "rows": frame.height,
                 "symbols": dg.MetadataValue.json(sorted(frame["symbol"].unique().to_list())),
                 "span": f"{start.isoformat()} .. {end.isoformat()}",
+                "replaced_with_fewer_rows": dg.MetadataValue.json([str(d) for d in drops]),
+            },
+        )
+
+    def _catch_up(
+        context: dg.AssetExecutionContext,
+        source: OhlcvSource,
+        label: str,
+        keys: list[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        now: dt.datetime,
+    ) -> dg.Output[pl.DataFrame]:
+        """The schedule's tick: keep every stored row of the run's months, fetch what is missing inside
+        the catch-up window, report what could not be had."""
+        horizon_window = catch_up_window(experiment.data.start, experiment.data.end, timeframe, horizon, now)
+        # The run's own months bound the work; the month before shows whether a symbol already listed.
+        window = CatchUpWindow(max(start, horizon_window.start), max(start, min(end, horizon_window.end)))
+        stored = warehouse.read_partitions("raw_ohlcv", [previous_month_key(keys[0]), *keys], missing="skip")
+
+        def fetch(symbol: str, span_start: dt.datetime, span_end: dt.datetime) -> pl.DataFrame:
+            # The synthetic market draws all symbols jointly (betas and seeds by position), so a subset
+            # would be another market: ask for the whole universe and keep the one symbol.
+            asked = symbols if experiment.data.source_kind == "synthetic" else [symbol]
+            return source.fetch(asked, timeframe, span_start, span_end).filter(pl.col("symbol") == symbol)
+
+        result = catch_up(stored, fetch, symbols, timeframe, window)
+        first, last = month_windows(keys)[keys[0]][0], month_windows(keys)[keys[-1]][1]
+        frame = result.frame.filter((pl.col("ts") >= first) & (pl.col("ts") < last))
+        what = (
+            f"{label} catch-up {window.start:%Y-%m-%d %H:%M}..{window.end:%Y-%m-%d %H:%M} "
+            f"(as of {now:%Y-%m-%d %H:%M})"
+        )
+        context.log.info(
+            f"{what}: {result.requested['bars'].sum()} missing bar(s) in {result.requested.height} span(s), "
+            f"{result.fetched_bars} fetched"
+        )
+        if result.failures or result.still_missing.height:
+            context.log.warning(
+                f"{what}: could not get {int(result.still_missing['bars'].sum())} bar(s): "
+                f"{describe_spans(result.still_missing)}"
+                + ("; failures: " + "; ".join(map(str, result.failures)) if result.failures else "")
+                + ". Stored bars are kept; the next tick asks again."
+            )
+        return dg.Output(
+            frame,
+            metadata={
+                "mode": "incremental",
+                "as_of": now.isoformat(),
+                "catch_up_window": f"{window.start.isoformat()} .. {window.end.isoformat()}",
+                "fetched_bars": result.fetched_bars,
+                "rows": frame.height,
+                "requested_spans": md(result.requested, limit=50),
+                "missing_bars": int(result.still_missing["bars"].sum()),
+                "still_missing": md(result.still_missing, limit=50),
+                "fetch_failures": dg.MetadataValue.json([str(f) for f in result.failures]),
             },
         )
 
@@ -95,8 +197,16 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         check_specs=[dg.AssetCheckSpec(name, asset="bars", description=text) for name, text in BAR_CHECKS.items()],
         description="Validated bars on a regular grid per symbol, with quality flags (DESIGN.md §3.2).",
     )
-    def bars(context: dg.AssetExecutionContext, raw_ohlcv: pl.DataFrame):  # type: ignore[no-untyped-def]
+    def bars(  # type: ignore[no-untyped-def]
+        context: dg.AssetExecutionContext, config: BarsConfig, raw_ohlcv: pl.DataFrame
+    ):
         from crypto_assets.validation import BarValidationError, validate_bars
+
+        window = context.partition_time_window
+        # Continuity runs to the end of the requested span, not to the last bar received: a symbol whose
+        # bars stop early (a short answer, an outage) shows its missing tail as a gap.
+        now = run_now(context, config.as_of, "bars")
+        span_start, span_end = fetch_span(experiment.data, window.start, window.end, now)
 
         # The month before the range (if stored) warms up trailing statistics and exposes a gap
         # straddling the partition boundary; it is read, never rewritten.
@@ -107,7 +217,8 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
             experiment.data.timeframe,
             experiment.validation,
             history=history,
-            span_start=context.partition_time_window.start,
+            span_start=span_start,
+            span_end=span_end,
         )
         checks = [
             dg.AssetCheckResult(
