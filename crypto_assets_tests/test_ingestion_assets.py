@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -298,6 +299,8 @@ def test_outage_across_a_month_boundary_during_ticks_is_caught_up_row_by_row(tmp
                     # 21:00 was the first bar lost; every outage tick reports the whole missing stretch
                     missing = int((tick - dt.datetime(2024, 1, 31, 21, 2, tzinfo=dt.UTC)) / dt.timedelta(hours=1))
                     assert meta["missing_bars"] == 2 * missing and "503" in str(meta["fetch_failures"])
+                    lines = [r.user_message for r in instance.all_logs(result.run_id) if r.level >= logging.WARNING]
+                    assert any(f"could not get {2 * missing} bar(s): BTC/USDT 2024-01-31 21:00" in m for m in lines)
                 else:
                     assert meta["missing_bars"] == 0 and meta["fetch_failures"] == []
                 tick += dt.timedelta(hours=1)
