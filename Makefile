@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test ui benchmarks clean-storage
 
+# pip -qq: errors only (setuptools prints a 10-line notice on every editable install). The install also
+# puts the `duckdb` command the README uses into $(VENV)/bin (the duckdb-cli package).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --quiet --upgrade pip
+	$(PY) -m pip install --quiet --quiet -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -169,6 +169,15 @@ def _home(args: argparse.Namespace) -> int:
     return 0
 
 
+# `dagster asset materialize` and `dagster dev` each print a SupersessionWarning ("use dg launch / dg dev")
+# on every call; `dg` needs a dg project layout this project does not have, so the documented commands
+# stay. Only those two messages are ignored (Python's -W syntax: action:message-prefix), nothing else.
+QUIET_DAGSTER_CLI = (
+    "ignore:Function `asset_materialize_command` is superseded",
+    "ignore:Function `dev_command` is superseded",
+)
+
+
 def _dagster(args: argparse.Namespace) -> int:
     config = _load(args.config)
     from crypto_assets.orchestration.instance import prepare_instance
@@ -179,6 +188,7 @@ def _dagster(args: argparse.Namespace) -> int:
         print("the `dagster` command is not installed in this environment", file=sys.stderr)
         return 2
     argv = args.dagster_args[1:] if args.dagster_args[:1] == ["--"] else args.dagster_args  # drop the separator only
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *QUIET_DAGSTER_CLI]))
     os.execv(dagster, [dagster, *argv])
     return 0  # unreachable
 

@@ -92,7 +92,7 @@ def test_shipped_configs_validate(name: str) -> None:
             _with(surprise={"a": 1}),
             [
                 "surprise: unknown key",
-                "allowed keys here: experiment, data, validation, features, walk_forward, costs, baselines, constraints, models",
+                "allowed keys here: experiment, data, validation, features, walk_forward, costs, baselines, baseline_settings, constraints, models",
             ],
         ),
     ],
@@ -146,8 +146,10 @@ def test_config_sections_map_onto_the_core_parameter_classes() -> None:
     from crypto_assets.backtest import CostModel
     from crypto_assets.models import ForecasterParams
 
+    from crypto_assets.orchestration.assets.research import cost_model
+
     config = parse_config(_with())
-    assert CostModel(**config.costs.model_dump()) == CostModel()
+    assert cost_model(config) == CostModel()  # the 1h defaults 24h / 7d are the engine's 24 / 168 bars
     for arch in ("lstm_attn", "cnn_lstm"):
         section = getattr(config.models, arch)
         assert ForecasterParams(arch=arch, **section.model_dump()) == ForecasterParams(arch=arch)
@@ -255,3 +257,34 @@ def test_every_problem_names_its_line(tmp_path: Path) -> None:
     message = str(info.value)
     assert "line 4, experiment.gpuid: unknown key; allowed keys here: name, gpu_id, seed" in message
     assert "line 13, models.ensemble: ensemble weights must sum to 1" in message
+
+
+def test_dagster_cli_through_crypto_lab_is_quiet(tmp_path: Path) -> None:
+    """The README's `crypto-lab dagster -- asset materialize` printed a SupersessionWarning and ~40 DEBUG
+    events per partition; `dagster dev` also warned about the project's dagster.yaml in the current folder."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "quiet.yaml"
+    config.write_text(
+        f'experiment:\n  name: "quiet"\n  gpu_id: null\n  storage_dir: "{tmp_path / "storage"}"\n'
+        'data:\n  tickers: ["BTC/USDT"]\n  start: 2024-01-01\n  end: 2024-01-31\n'
+    )
+    lab = str(Path(sys.executable).parent / "crypto-lab")
+    command = [lab, "dagster", "--config", str(config), "--", "asset", "materialize", "-m", "crypto_assets.definitions"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CRYPTO_ASSETS_CONFIG", "PYTHONWARNINGS")}
+    ran = subprocess.run(
+        [*command, "--select", "raw_ohlcv", "--partition", "2024-01-01"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, output
+    assert " - dagster - INFO - " in output and "744 bars fetched" in output  # INFO still shows
+    assert "SupersessionWarning" not in output and " - DEBUG - " not in output, output
+    assert len(output.strip().splitlines()) == 1, output
+    assert not (PROJECT_ROOT / "dagster.yaml").exists()  # `dagster dev` would warn that DAGSTER_HOME ignores it

@@ -18,6 +18,7 @@ from crypto_assets.cli import main
 from crypto_assets.config import ExperimentConfig, load_config
 from crypto_assets.orchestration.assets.ingestion import BAR_CHECKS
 from crypto_assets.orchestration.definitions import INGEST_JOB, build_definitions
+from crypto_assets.orchestration.instance import INSTANCE_TEMPLATE
 from crypto_assets.orchestration.schedules import SCHEDULE_NAME
 from crypto_assets.paths import dagster_home, experiment_root
 from crypto_assets.storage.warehouse import Warehouse
@@ -453,7 +454,7 @@ def test_dagster_cli_materialize_partition_and_range(tmp_path: Path) -> None:
     config = load_config(path)
     env = {**os.environ, "CRYPTO_ASSETS_CONFIG": str(path), "DAGSTER_HOME": str(dagster_home(config))}
     dagster_home(config).mkdir(parents=True)
-    (dagster_home(config) / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    (dagster_home(config) / "dagster.yaml").write_text(INSTANCE_TEMPLATE.read_text())
     dagster = str(Path(sys.executable).parent / "dagster")
     base = [dagster, "asset", "materialize", "-m", "crypto_assets.definitions", "--select", "raw_ohlcv,bars"]
     ran = subprocess.run(

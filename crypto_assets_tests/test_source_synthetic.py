@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -24,7 +25,7 @@ def day(days: float) -> dt.datetime:
     return ANCHOR + dt.timedelta(days=days)
 
 
-def source(seed: int = 11, **params: float) -> SyntheticSource:
+def source(seed: int = 11, **params: Any) -> SyntheticSource:
     return SyntheticSource(SyntheticSection(**params), seed=seed, anchor=ANCHOR)
 
 
@@ -236,3 +237,100 @@ def test_volatility_and_volume_scale_with_bar_length(timeframe: str, days: int) 
     assert annualised == pytest.approx(0.65, rel=0.25)
     hourly_volume = frame["volume"].median() / (timeframe_delta(timeframe) / dt.timedelta(hours=1))
     assert hourly_volume == pytest.approx(1000.0, rel=0.5)
+
+
+# --- injected defects (data.synthetic.defects) ------------------------------------------------------
+
+DEFECTS = {"maintenance_gaps_per_year": 8.0, "wick_artifacts_per_year": 12.0, "illiquid_days_per_year": 6.0}
+YEAR = (ANCHOR, day(365))
+
+
+def injected(clean: pl.DataFrame, defective: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Where the defective frame differs from the clean one: the ground truth of what was injected."""
+    both = clean.join(defective, on=["symbol", "ts"], how="left", suffix="_d")
+    present = both.filter(pl.col("close_d").is_not_null())
+    return {
+        "missing": both.filter(pl.col("close_d").is_null()).select("symbol", "ts"),
+        "wicks": present.filter((pl.col("high") != pl.col("high_d")) | (pl.col("low") != pl.col("low_d"))).select(
+            "symbol", "ts"
+        ),
+        "thin": present.filter(pl.col("volume") != pl.col("volume_d")).select("symbol", "ts"),
+        "moved": present.filter((pl.col("open") != pl.col("open_d")) | (pl.col("close") != pl.col("close_d"))),
+    }
+
+
+@pytest.fixture(scope="module")
+def defect_year() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One year of 1h bars for three symbols, without and with defects (same seed)."""
+    clean = source(seed=13).fetch(SYMBOLS, "1h", *YEAR)
+    return clean, source(seed=13, defects=DEFECTS).fetch(SYMBOLS, "1h", *YEAR)
+
+
+def test_defects_change_only_what_they_say(defect_year: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    clean, defective = defect_year
+    found = injected(clean, defective)
+    assert found["moved"].is_empty()  # prices never move: defects have their own random streams
+    # Maintenance gaps: the same bars missing for every symbol, a few bars each.
+    missing = found["missing"].group_by("ts").agg(pl.col("symbol").n_unique().alias("symbols")).sort("ts")
+    assert missing["symbols"].to_list() == [3] * missing.height
+    gaps = missing.with_columns((pl.col("ts").diff() != dt.timedelta(hours=1)).fill_null(True).cum_sum().alias("gap"))
+    lengths = gaps.group_by("gap").len()["len"]
+    assert 3 <= lengths.len() <= 20 and lengths.max() <= 12  # Poisson(8) gaps of at most 12 h
+    # Wick artifacts: one bar of one symbol; the spike is far outside the bar's ordinary wicks.
+    assert 15 <= found["wicks"].height <= 60  # Poisson(36)
+    assert found["wicks"].join(found["wicks"], on="ts").filter(pl.col("symbol") != pl.col("symbol_right")).is_empty()
+    # Illiquid days: whole UTC days of one symbol, volume down to 0.01-0.1% of the clean one.
+    thin = found["thin"].group_by("symbol", pl.col("ts").dt.date().alias("day")).len()
+    assert 8 <= thin.height <= 35 and set(thin["len"].to_list()) <= {24, 24 - 1, 24 - 2, 24 - 3}  # minus gap bars
+    ratio = clean.join(defective, on=["symbol", "ts"]).join(found["thin"], on=["symbol", "ts"])
+    ratio = ratio.select(pl.col("volume_right") / pl.col("volume"))["volume_right"]
+    assert 1e-4 * 0.999 <= ratio.min() and ratio.max() <= 1e-3 * 1.001
+    # Off by default: the default section injects nothing.
+    assert source(seed=13, defects={}).fetch(SYMBOLS, "1h", *YEAR).equals(clean)
+
+
+def test_defects_are_seeded_and_the_same_in_any_slicing() -> None:
+    months = [dt.datetime(2021, m, 1, tzinfo=UTC) for m in range(1, 8)]
+    whole = source(seed=4, defects=DEFECTS).fetch(SYMBOLS, "1h", ANCHOR, months[-1])
+    again = source(seed=4, defects=DEFECTS).fetch(SYMBOLS, "1h", ANCHOR, months[-1])
+    assert as_bytes(again) == as_bytes(whole)
+    spans = zip(months, months[1:], strict=False)
+    fresh = [source(seed=4, defects=DEFECTS).fetch(SYMBOLS, "1h", a, b) for a, b in spans]
+    assert as_bytes(pl.concat(fresh).sort("symbol", "ts")) == as_bytes(whole)
+    alone = source(seed=4, defects=DEFECTS).fetch(["BTC/USDT"], "1h", ANCHOR, months[-1])
+    assert alone.equals(whole.filter(pl.col("symbol") == "BTC/USDT"))
+    clean = source(seed=4).fetch(SYMBOLS, "1h", ANCHOR, months[-1])
+    other = source(seed=5, defects=DEFECTS).fetch(SYMBOLS, "1h", ANCHOR, months[-1])
+    other_clean = source(seed=5).fetch(SYMBOLS, "1h", ANCHOR, months[-1])
+    assert not injected(clean, whole)["wicks"].equals(injected(other_clean, other)["wicks"])
+    assert whole.height < clean.height  # gaps were injected in these six months
+
+
+def test_validation_finds_every_injected_defect_where_it_was_injected(
+    defect_year: tuple[pl.DataFrame, pl.DataFrame],
+) -> None:
+    from crypto_assets.config.schema import ValidationSection
+    from crypto_assets.validation import validate_bars
+
+    clean, defective = defect_year
+    found = injected(clean, defective)
+    report = validate_bars(defective, "1h", ValidationSection(), span_start=YEAR[0], span_end=YEAR[1])
+    assert report.bars is not None
+    results = {r.name: r for r in report.results}
+    assert results["continuity"].failures == found["missing"].height
+    filled = report.bars.filter(pl.col("is_filled")).select("symbol", "ts")
+    assert filled.equals(found["missing"].sort("symbol", "ts"))
+    # Wicks: every injected spike is flagged and nothing else (σ needs a day of returns first).
+    judged = found["wicks"].filter(pl.col("ts") >= ANCHOR + dt.timedelta(hours=25)).sort("symbol", "ts")
+    flagged = report.bars.filter(pl.col("is_wick_outlier")).select("symbol", "ts")
+    assert judged.height >= 15 and flagged.equals(judged)
+    assert results["wick_outliers"].failures == judged.height
+    # Illiquid days: exactly the thinned symbol-days.
+    thin_days = found["thin"].select("symbol", pl.col("ts").dt.truncate("1d")).unique().sort("symbol", "ts")
+    illiquid = report.bars.filter(pl.col("is_illiquid"))
+    illiquid_days = illiquid.select("symbol", pl.col("ts").dt.truncate("1d")).unique().sort("symbol", "ts")
+    assert illiquid_days.equals(thin_days)
+    assert results["liquidity"].failures == thin_days.height
+    # Without defects the same market passes every rule.
+    clean_report = validate_bars(clean, "1h", ValidationSection(), span_start=YEAR[0], span_end=YEAR[1])
+    assert all(r.passed for r in clean_report.results)

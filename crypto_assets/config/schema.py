@@ -67,6 +67,25 @@ class ExperimentSection(StrictModel):
     """Root of everything runs write; relative paths resolve against the project root."""
 
 
+class DefectsSection(StrictModel):
+    """Seeded data defects the synthetic source can inject, so validation has something real to catch (all
+    off by default). Rates are Poisson rates per year of bars; each defect is drawn from its own random
+    stream, so turning one on never moves the prices, volumes or other defects."""
+
+    maintenance_gaps_per_year: Annotated[float, Field(ge=0, le=52)] = 0.0
+    """Exchange maintenance: a few consecutive bars (mean 1.5 h, at most 12 h) missing for every symbol at
+    once, as in Binance's archives."""
+    wick_artifacts_per_year: Annotated[float, Field(ge=0, le=365)] = 0.0
+    """Per symbol: a lone spike in one bar's high or low, 30-60 × the bar's volatility (capped at a 50%
+    log move) that no other symbol shares."""
+    illiquid_days_per_year: Annotated[float, Field(ge=0, le=365)] = 0.0
+    """Per symbol: a UTC day whose volume collapses to 0.01-0.1% of normal."""
+
+    @property
+    def any(self) -> bool:
+        return bool(self.maintenance_gaps_per_year or self.wick_artifacts_per_year or self.illiquid_days_per_year)
+
+
 class SyntheticSection(StrictModel):
     """Parameters of the synthetic market model (see `crypto_assets.sources.synthetic`)."""
 
@@ -98,6 +117,8 @@ class SyntheticSection(StrictModel):
     """Price of the first symbol at the first bar; the others start at a fixed fraction of it."""
     base_volume: Annotated[float, Field(gt=0)] = 1000.0
     """Median base-asset volume per hour of the first symbol in calm markets."""
+    defects: DefectsSection = DefectsSection()
+    """Injected data defects (maintenance gaps, wick artifacts, illiquid days); none by default."""
 
     @model_validator(mode="after")
     def _stationary(self) -> SyntheticSection:

@@ -7,11 +7,13 @@ import shutil
 from pathlib import Path
 
 from crypto_assets.config import ExperimentConfig
-from crypto_assets.config.loader import PROJECT_ROOT
 from crypto_assets.paths import dagster_home
 
 GPU_POOL = "gpu"
 GPU_POOL_LIMIT = 1
+# The instance settings every experiment's DAGSTER_HOME gets. Not at the project root: `dagster dev` warns
+# about a dagster.yaml in the current folder that DAGSTER_HOME does not use.
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
 
 def prepare_instance(experiment: ExperimentConfig, config_path: str | Path) -> Path:
@@ -20,7 +22,7 @@ def prepare_instance(experiment: ExperimentConfig, config_path: str | Path) -> P
     (pool limits live in the instance's storage, not in dagster.yaml)."""
     home = dagster_home(experiment)
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["CRYPTO_ASSETS_CONFIG"] = str(Path(config_path).resolve())
 

@@ -50,6 +50,22 @@ dollar shares 1, 1/1.75, 1/2.5, ..., and rising with the market's volatility lev
 (`(1 + 0.6 |r|/s) / (1 + 0.6 · 0.6745)`); the log-normal spread is `0.35 · k^-0.15` (short bars
 are noisier).
 
+Defects (`data.synthetic.defects`, all off by default), so that validation has something to catch:
+
+- Maintenance gaps (`maintenance_gaps_per_year`): starting at a bar with probability rate × Δ/365 days, an
+  exponential duration (mean 1.5 h, at most 12 h, at least one bar) of bars is not published for any
+  symbol, like Binance's maintenance windows. The path runs on underneath: the first bar after the gap
+  opens at the unpublished bar's close, so the gap also hides a price move.
+- Wick artifacts (`wick_artifacts_per_year`, per symbol): one bar's high (or low, at random) is pushed
+  out to max(open, close) · exp(+m · s) (or min(open, close) · exp(-m · s)), m uniform in 30-60 and
+  m · s at most 0.5: a lone spike of one symbol that the market does not share.
+- Illiquid days (`illiquid_days_per_year`, per symbol): a whole UTC day (from 00:00, as the anchor is
+  midnight) whose volume is multiplied by 10^U(-4, -3).
+
+Defects come from their own streams `SeedSequence([seed, H(timeframe)], spawn_key=(b, j, 1))`, drawn
+in full whenever any defect is on: prices and volumes elsewhere are bit for bit those without defects,
+the same seed gives the same defects, and a month fetched alone equals that month inside a range.
+
 Expected drift: the market's long-run log drift is roughly the mean of the three regime drifts plus
 `crash_rate_per_year · log(1 - crash_depth)`: with the defaults (1.2 - 0.9 + 0) / 3 + 1.5·log(0.75)
 ≈ -0.33 per year, i.e. the default market is a volatile, slightly losing one.
@@ -93,6 +109,12 @@ _VOLUME_SURPRISE = 0.6
 _MEDIAN_ABS_NORMAL = 0.6745
 _VOLUME_ACTIVITY = 0.7
 _PRICE_FRACTIONS = (1.0, 0.06, 0.002, 0.02, 0.0005, 0.1, 0.005, 0.0001)
+_DEFECT_KEY = 1  # third spawn-key word of the defect streams: (block, component, 1), never a price stream
+_GAP_MEAN_HOURS = 1.5  # Binance's maintenance gaps: 32 bars in 15 gaps of BTC/USDT 1h over 2020-2025
+_GAP_MAX_HOURS = 12.0
+_SPIKE_SIGMAS = (30.0, 60.0)  # wick artifacts: far beyond validation's 12σ, and unshared by construction
+_SPIKE_MAX_LOG = 0.5
+_ILLIQUID_LOG10 = (-4.0, -3.0)  # an illiquid day trades 0.01%-0.1% of its normal volume
 
 
 def timeframe_key(timeframe: str) -> int:
@@ -125,6 +147,9 @@ class BarParams:
     p_crash: float
     bars_per_day: float
     volume_sd: float
+    p_gap: float  # a maintenance gap starts at a bar
+    p_wick: float  # a symbol's bar gets a wick artifact
+    p_illiquid: float  # a symbol's UTC day is illiquid
 
     @classmethod
     def from_section(cls, params: SyntheticSection, timeframe: str) -> BarParams:
@@ -144,6 +169,9 @@ class BarParams:
             p_crash=float(-np.expm1(-params.crash_rate_per_year * h)),
             bars_per_day=1.0 / days,
             volume_sd=0.35 * k**-0.15,
+            p_gap=float(-np.expm1(-params.defects.maintenance_gaps_per_year * h)),
+            p_wick=float(-np.expm1(-params.defects.wick_artifacts_per_year * h)),
+            p_illiquid=float(-np.expm1(-params.defects.illiquid_days_per_year / 365.0)),
         )
 
 
@@ -177,6 +205,12 @@ class _Path:
     idio_var: list[float] = field(default_factory=list)
     close: list[float] = field(default_factory=list)
     crashes: list[_Crash] = field(default_factory=list)
+    # Defects (only when `params.defects.any`): which bars are published (market-wide, per block), and the
+    # bars still to drop / to thin out when a gap or an illiquid day runs into the next block.
+    present: list[np.ndarray] = field(default_factory=list)
+    gap_left: int = 0
+    illiquid_left: list[int] = field(default_factory=list)
+    illiquid_factor: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         init = np.random.default_rng(np.random.SeedSequence(self.entropy, spawn_key=(_INIT_KEY,)))
@@ -185,9 +219,56 @@ class _Path:
         self.idio_var = [1.0] * self.n_symbols
         self.close = [self.params.start_price * symbol_price_fraction(i) for i in range(self.n_symbols)]
         self.columns = {c: [[] for _ in range(self.n_symbols)] for c in ("open", "high", "low", "close", "volume")}
+        self.illiquid_left = [0] * self.n_symbols
+        self.illiquid_factor = [1.0] * self.n_symbols
 
     def _rng(self, block: int, component: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence(self.entropy, spawn_key=(block, component)))
+
+    def _defect_rng(self, block: int, component: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(self.entropy, spawn_key=(block, component, _DEFECT_KEY)))
+
+    def _gaps(self, b: int) -> None:
+        """Market-wide maintenance gaps of block `b`: the `present` mask (False = not published)."""
+        n, bar = BLOCK, self.bar
+        rng = self._defect_rng(b, 0)
+        starts_u = rng.random(n)
+        hours = np.minimum(rng.exponential(_GAP_MEAN_HOURS, n), _GAP_MAX_HOURS)
+        present = np.ones(n, dtype=bool)
+        carried = min(self.gap_left, n)
+        present[:carried] = False
+        self.gap_left -= carried
+        for t in np.flatnonzero(starts_u < bar.p_gap).tolist():
+            length = max(1, int(np.ceil(hours[t] / bar.k_hours - 1e-9)))
+            present[t : t + length] = False
+            self.gap_left = max(self.gap_left, t + length - n)
+        self.present.append(present)
+
+    def _symbol_defects(
+        self, b: int, i: int, open_: np.ndarray, close: np.ndarray, sd: np.ndarray, cols: dict[str, np.ndarray]
+    ) -> None:
+        """Wick artifacts and illiquid days of symbol `i` in block `b`, applied in place to `cols`."""
+        n, bar = BLOCK, self.bar
+        rng = self._defect_rng(b, i + 1)
+        wick_u, wick_up, wick_size = rng.random(n), rng.random(n) < 0.5, rng.uniform(*_SPIKE_SIGMAS, n)
+        day_u, day_log10 = rng.random(n), rng.uniform(*_ILLIQUID_LOG10, n)
+        spikes = np.flatnonzero(wick_u < bar.p_wick)
+        move = np.minimum(wick_size[spikes] * sd[spikes], _SPIKE_MAX_LOG)
+        up, down = spikes[wick_up[spikes]], spikes[~wick_up[spikes]]
+        cols["high"][up] = np.maximum(open_[up], close[up]) * np.exp(move[wick_up[spikes]])
+        cols["low"][down] = np.minimum(open_[down], close[down]) * np.exp(-move[~wick_up[spikes]])
+        # Illiquid days start at UTC midnight: bar g opens at anchor (00:00 UTC) + g bars.
+        per_day = round(bar.bars_per_day)
+        volume = cols["volume"]
+        carried = min(self.illiquid_left[i], n)
+        volume[:carried] *= self.illiquid_factor[i]
+        self.illiquid_left[i] -= carried
+        midnight = (b * n + np.arange(n)) % per_day == 0
+        for t in np.flatnonzero(midnight & (day_u < bar.p_illiquid)).tolist():
+            factor = float(10.0 ** day_log10[t])
+            volume[t : t + per_day] *= factor
+            if t + per_day > n:
+                self.illiquid_left[i], self.illiquid_factor[i] = t + per_day - n, factor
 
     def grow(self, blocks: int) -> None:
         while self.blocks < blocks:
@@ -238,6 +319,9 @@ class _Path:
         activity = (market_sd / np.sqrt(bar.var_long_run)) ** _VOLUME_ACTIVITY
 
         unit_omega = 1.0 - bar.alpha - bar.beta
+        defects = p.defects.any
+        if defects:
+            self._gaps(b)
         for i in range(self.n_symbols):
             rng = self._rng(b, i + 1)
             u = rng.standard_t(p.t_dof, n) * t_scale
@@ -262,7 +346,10 @@ class _Path:
             scale = p.base_volume * bar.k_hours * symbol_dollar_share(i) / symbol_price_fraction(i)
             volume = scale * activity * surprise * np.exp(bar.volume_sd * volume_noise)
 
-            for name, values in (("open", open_), ("high", high), ("low", low), ("close", close), ("volume", volume)):
+            cols = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
+            if defects:
+                self._symbol_defects(b, i, open_, close, sd, cols)
+            for name, values in cols.items():
                 self.columns[name][i].append(values)
 
 
@@ -308,6 +395,7 @@ class SyntheticSource:
             path = self._path(timeframe, len(symbols))
             path.grow(n_blocks)
             parts = {name: [blocks[i][first_block:n_blocks] for i in range(len(symbols))] for name, blocks in path.columns.items()}
+            present = np.concatenate(path.present[first_block:n_blocks])[lo:hi] if path.present else None
 
         ts = pl.Series("ts", np.arange(first, stop, dtype=np.int64) * step_us + self._anchor_us).cast(TS_DTYPE)
         frames = [
@@ -316,4 +404,6 @@ class SyntheticSource:
             )
             for i, symbol in enumerate(symbols)
         ]
+        if present is not None:  # maintenance gaps: the bars exist on the path but were never published
+            frames = [frame.filter(pl.Series(present)) for frame in frames]
         return conform(pl.concat(frames))
