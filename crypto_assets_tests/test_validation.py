@@ -557,6 +557,21 @@ def test_real_1h_ffill_gives_a_complete_grid_and_no_hard_errors(real_1h: pl.Data
     assert report.bars.select(BARS_COLUMNS).equals(report.bars) and report.bars.schema == pl.Schema(BARS_SCHEMA)
 
 
+def test_real_sol_listing_mid_month_is_no_gap_and_a_short_month_shows_its_tail(real_1h: pl.DataFrame) -> None:
+    jul, aug, sep = utc("2020-07-01 00:00"), utc("2020-08-01 00:00"), utc("2020-09-01 00:00")
+    month = real_1h.filter(pl.col("ts").is_between(aug, sep, closed="left"))
+    history = real_1h.filter(pl.col("ts").is_between(jul, aug, closed="left"))  # BTC and ETH only: SOL not listed
+    strict = rules(gap_policy="fail")
+    report = validate_bars(month, "1h", strict, history=history, span_start=aug, span_end=sep)
+    assert report.ok and report.bars is not None
+    assert report.bars.filter(pl.col("symbol") == "SOL/USDT")["ts"].min() == utc("2020-08-11 06:00")
+    # the same month answered short for BTC (its last day missing) fails up to the end of the span
+    short = month.filter(~((pl.col("symbol") == "BTC/USDT") & (pl.col("ts") >= utc("2020-08-31 00:00"))))
+    failed = validate_bars(short, "1h", strict, history=history, span_start=aug, span_end=sep)
+    assert failed.bars is None
+    assert gaps_of(failed) == [("BTC/USDT", utc("2020-08-31 00:00"), utc("2020-08-31 23:00"), 24)]
+
+
 def test_real_15m_gaps_are_exactly_the_readme_list() -> None:
     raw = pl.concat([read_fixture(f"{b}/USDT", f"{b}USDT_15m_2021H1.csv") for b in ("BTC", "ETH", "SOL")])
     q = dt.timedelta(minutes=15)
