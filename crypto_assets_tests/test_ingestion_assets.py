@@ -233,6 +233,17 @@ def test_schedule_tick_fetches_holes_inside_stored_months_across_the_boundary(tm
     assert stored_bars.select(complete.columns).equals(complete)
 
 
+def test_first_tick_on_an_empty_warehouse_fetches_the_first_month_whole(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, start="2024-01-01", end=None, catch_up="7d"))
+    defs = build_definitions(config)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_tick(defs, instance, utc(2024, 2, 3, 0, 2))  # the horizon starts on Jan 27
+    assert result.success, failure_text(result)
+    raw = Warehouse(experiment_root(config)).read_table("raw_ohlcv")
+    assert raw is not None and raw["ts"].min() == utc(2024, 1, 1)
+    assert raw.height == 2 * (31 + 2) * 24 and raw_meta(result)["missing_bars"] == 0
+
+
 class FlakyExchange:
     """Wraps a LocalExchange: `down` answers every klines request 503 (an outage); symbols in `hidden`
     get an empty answer (a lagging replica that 'has no bars')."""

@@ -143,8 +143,13 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         """The schedule's tick: keep every stored row of the run's months, fetch what is missing inside
         the catch-up window, report what could not be had."""
         horizon_window = catch_up_window(experiment.data.start, experiment.data.end, timeframe, horizon, now)
+        first_start = horizon_window.start
+        if keys[0] not in warehouse.stored_keys("raw_ohlcv"):
+            # A month never stored would otherwise be written holding only the horizon's part of it, and
+            # look complete from its first bar on: fetch it whole.
+            first_start = start
         # The run's own months bound the work; the month before shows whether a symbol already listed.
-        window = CatchUpWindow(max(start, horizon_window.start), max(start, min(end, horizon_window.end)))
+        window = CatchUpWindow(max(start, first_start), max(start, min(end, horizon_window.end)))
         stored = warehouse.read_partitions("raw_ohlcv", [previous_month_key(keys[0]), *keys], missing="skip")
 
         def fetch(symbol: str, span_start: dt.datetime, span_end: dt.datetime) -> pl.DataFrame:
