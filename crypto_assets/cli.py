@@ -137,9 +137,11 @@ def _print_summary(config: ExperimentConfig, *, with_kpis: bool = True) -> None:
             print(bars)
         return
     kpis = warehouse.query(
-        "SELECT strategy, round(sharpe, 2) AS sharpe, round(sharpe_daily, 2) AS sharpe_daily, round(sortino, 2) AS sortino, "
+        "SELECT strategy, round(capital) AS capital, round(final_value) AS final_value, round(sharpe, 2) AS sharpe, "
+        "round(sharpe_daily, 2) AS sharpe_daily, round(sortino, 2) AS sortino, "
         "round(max_drawdown, 3) AS max_dd, round(cagr, 3) AS cagr, round(calmar, 2) AS calmar, round(romad, 2) AS romad, "
-        "round(turnover, 1) AS turnover, round(cost_share, 3) AS cost_share, round(exposure, 2) AS exposure, "
+        "round(turnover, 1) AS turnover, round(cost_share, 3) AS cost_share, round(capped_share, 3) AS capped_share, "
+        "round(exposure, 2) AS exposure, "
         "round(psr, 3) AS psr, round(dsr, 3) AS dsr, passes_constraints AS passes "
         "FROM kpis WHERE scope = 'stitched' ORDER BY sharpe DESC"
     )
@@ -154,7 +156,8 @@ def _print_summary(config: ExperimentConfig, *, with_kpis: bool = True) -> None:
         print(f"\nbars (warehouse {warehouse.db_path}; open with: duckdb -readonly {warehouse.db_path})")
         print(bars)
         print(
-            "\nstitched walk-forward KPIs (DESIGN.md §3.4; constraints: "
+            f"\nstitched walk-forward KPIs at a capital of {config.experiment.capital:,.0f} (quote currency; "
+            "DESIGN.md §3.3-3.4; capped_share = fills cut short by the participation cap; constraints: "
             f"max drawdown <= {config.constraints.max_drawdown}, Sharpe >= {config.constraints.min_sharpe})"
         )
         print(kpis)

@@ -154,8 +154,10 @@ def test_vol_term_is_zero_with_fewer_than_two_returns() -> None:
 
 
 def test_impact_term_by_hand() -> None:
-    # DV at the execution bar = 40 × 103 = 4120; order 1030 notional → √(1030 / 4120) = 0.5
-    costs = CostModel(taker_fee=0.0, half_spread=0.0, vol_k=0.0, vol_window=3, impact_k=1.0, max_participation=None)
+    # ADV over 1 bar = the decision bar's 40 × 103 = 4120; order 1030 notional → √(1030 / 4120) = 0.5
+    costs = CostModel(
+        taker_fee=0.0, half_spread=0.0, vol_k=0.0, vol_window=3, adv_window=1, impact_k=1.0, max_participation=None
+    )
     r = run_backtest(_vol_bars(volume=40.0), make_weights([("BTC/USDT", 3, 1.0)]), costs, initial_value=1030.0)
     sigma = statistics.stdev([102 / 100 - 1, 100 / 102 - 1, 103 / 100 - 1])
     assert r.trades["impact"].to_list() == pytest.approx([1030.0 * sigma * 0.5], rel=1e-12)
@@ -168,7 +170,7 @@ def test_impact_term_by_hand() -> None:
 
 def test_all_components_add_up() -> None:
     costs = CostModel(
-        taker_fee=0.001, half_spread=0.0002, vol_k=0.5, vol_window=3, impact_k=1.0, max_participation=None
+        taker_fee=0.001, half_spread=0.0002, vol_k=0.5, vol_window=3, adv_window=1, impact_k=1.0, max_participation=None
     )
     r = run_backtest(_vol_bars(volume=40.0), make_weights([("BTC/USDT", 3, 1.0)]), costs, initial_value=1030.0)
     sigma = statistics.stdev([102 / 100 - 1, 100 / 102 - 1, 103 / 100 - 1])
@@ -386,11 +388,12 @@ def test_execute_bar_by_hand() -> None:
     mark_open = np.array([100.0, 50.0, 20.0, 10.0, 10.0])
     open_px = np.array([100.0, 50.0, np.nan, 10.0, 10.0])
     sigma = np.full(5, 0.01)
-    dollar_vol = np.array([1e6, 1e6, 0.0, 0.0, 1000.0])
+    dollar_vol = np.array([1e6, 1e6, 0.0, 0.0, 1000.0])  # the execution bar's: the cap
+    adv = np.array([4e6, 1e6, 1e6, 1e6, 2000.0])  # the decision bar's trailing mean: impact
     target = np.array([0.5, np.nan, 0.3, 0.2, 0.1])
     filled, requested = np.full(5, np.nan), np.full(5, np.nan)
     cash, v_open, fees, slip, imp, traded = execute_bar(
-        units, 1000.0, mark_open, open_px, sigma, dollar_vol, target, cost_vector(costs), filled, requested
+        units, 1000.0, mark_open, open_px, sigma, dollar_vol, adv, target, cost_vector(costs), filled, requested
     )
     assert v_open == 1000.0 + 1000.0 + 100.0 + 20.0
     # symbol 0: 50 % of 2120 = 1060, holds 1000 → buys 60 (cap 5 % × 1e6); symbol 4: wants 212, cap 50
@@ -398,7 +401,7 @@ def test_execute_bar_by_hand() -> None:
     assert requested.tolist() == pytest.approx([60.0, 0.0, 0.0, 0.0, 212.0], rel=1e-15)
     assert units.tolist() == pytest.approx([10.6, 2.0, 1.0, 0.0, 5.0], rel=1e-15)
     want_fee, want_slip = 110 * 0.001, 110 * (0.0001 + 0.1 * 0.01)
-    want_imp = 0.5 * 0.01 * (60 * math.sqrt(60 / 1e6) + 50 * math.sqrt(50 / 1000))
+    want_imp = 0.5 * 0.01 * (60 * math.sqrt(60 / 4e6) + 50 * math.sqrt(50 / 2000))
     assert (fees, slip, imp, traded) == pytest.approx((want_fee, want_slip, want_imp, 110.0), rel=1e-14)
     assert cash == pytest.approx(1000.0 - 110.0 - want_fee - want_slip - want_imp, rel=1e-15)
     assert fill_cost(60.0, 0.01, 1e6, cost_vector(costs))[2] == pytest.approx(0.5 * 0.01 * 60 * math.sqrt(6e-5))
@@ -437,7 +440,98 @@ def test_cost_model_validation() -> None:
         CostModel(max_leverage=0.0)
     with pytest.raises(ValueError, match="vol_window"):
         CostModel(vol_window=1)
+    with pytest.raises(ValueError, match="adv_window"):
+        CostModel(adv_window=0)
+    with pytest.raises(ValueError, match="adv_window"):
+        CostModel(adv_window="7d")  # type: ignore[arg-type]  # the engine counts bars; the config converts
     assert CostModel().fee == 0.001 and CostModel(fee_side="maker", maker_fee=0.0002).fee == 0.0002
+
+
+# ---------------------------------------------------------------- capital is real: ADV impact and capacity
+
+
+def _capacity_bars() -> pl.DataFrame:
+    """Decide at bar 2, fill at bar 3. Dollar volumes by close: 100 k, 102 k, 98 k → ADV over 3 bars = 100,000;
+    the execution bar trades 2000 × 101 = 202,000, so 5 % of it is 10,100."""
+    return make_bars(
+        {
+            "BTC/USDT": [
+                (100.0, 100.0, 1000.0),
+                (100.0, 102.0, 1000.0),
+                (102.0, 100.0, 980.0),
+                (101.0, 101.0, 2000.0),
+            ]
+        }
+    )
+
+
+CAPACITY_COSTS = with_(NO_COSTS, taker_fee=0.001, impact_k=0.5, vol_window=3, adv_window=3, max_participation=0.05)
+CAPACITY_SIGMA = statistics.stdev([102 / 100 - 1, 100 / 102 - 1])  # the returns of bars 1 and 2
+
+
+def test_impact_and_cap_bind_at_large_capital_by_hand() -> None:
+    # 10 M wants 10 M of BTC at the open of bar 3: capped at 10,100, the rest cancelled
+    r = run_backtest(_capacity_bars(), make_weights([("BTC/USDT", 2, 1.0)]), CAPACITY_COSTS, initial_value=1e7)
+    fill = r.trades.row(0, named=True)
+    assert r.trades.height == 1
+    assert fill["notional"] == pytest.approx(10_100.0, rel=1e-15) and fill["requested_notional"] == 1e7
+    assert fill["units"] == pytest.approx(100.0, rel=1e-15)
+    impact = 0.5 * CAPACITY_SIGMA * math.sqrt(10_100.0 / 100_000.0) * 10_100.0  # on the filled notional, vs ADV
+    assert fill["impact"] == pytest.approx(impact, abs=1e-9) and fill["fee"] == pytest.approx(10.1, abs=1e-9)
+    order = r.weights.row(0, named=True)
+    assert order["target"] == 1.0 and order["filled"] == pytest.approx(10_100.0 / 1e7, rel=1e-12)
+    assert r.turnover["fills"].to_list() == [0, 0, 0, 1] and r.turnover["capped_fills"].to_list() == [0, 0, 0, 1]
+    assert values(r)[-1] == pytest.approx(1e7 - 10.1 - impact, rel=1e-15)  # bought at 101, marked at 101
+    ref = reference_backtest(_capacity_bars(), make_weights([("BTC/USDT", 2, 1.0)]), CAPACITY_COSTS, initial_value=1e7)
+    _assert_frames_close(r.trades, ref["trades"], ["symbol", "ts"], 1e7)
+    # 10,000 fits under the cap: filled in full, impact √(10,000 / 100,000) of the notional × 0.5 σ
+    small = run_backtest(_capacity_bars(), make_weights([("BTC/USDT", 2, 1.0)]), CAPACITY_COSTS, initial_value=1e4)
+    assert small.trades["notional"].to_list() == [1e4] and small.turnover["capped_fills"].sum() == 0
+    assert small.trades["impact"][0] == pytest.approx(0.5 * CAPACITY_SIGMA * math.sqrt(0.1) * 1e4, abs=1e-9)
+    assert small.weights["filled"][0] == pytest.approx(1.0, rel=1e-12)
+    # the same weights cost a larger share of the book at 10 M than at 10 k: impact grows with √size
+    assert fill["impact"] / 10_100.0 > small.trades["impact"][0] / 1e4
+
+
+def test_adv_is_causal_and_independent_of_where_the_history_starts() -> None:
+    from crypto_assets.backtest.engine import Market
+
+    bars, _ = random_case(5, n_bars=400)
+    costs = with_(ALL_ON, adv_window=50)
+    full = Market.from_bars(bars, costs)
+    # row e holds the ADV of decision bar e − 1: a new volume at bar k changes rows k + 1 .. only
+    k = 250
+    louder = bars.with_columns(
+        pl.when(pl.col("ts") == ts(k)).then(pl.col("volume") * 100 + 1).otherwise(pl.col("volume")).alias("volume")
+    )
+    changed = Market.from_bars(louder, costs)
+    assert np.array_equal(full.adv[: k + 1], changed.adv[: k + 1])
+    assert (changed.adv[k + 1] > full.adv[k + 1]).all()
+    # 120 bars less history: bit-identical once a whole window lies inside it (row 50 on)
+    late = Market.from_bars(bars.filter(pl.col("ts") >= ts(120)), costs)
+    assert np.array_equal(late.adv[50:], full.adv[170:])
+    # the mean over the symbol's own bars: B/USDT misses bars 200..204, C/USDT lists at bar 100
+    dv = bars.with_columns(dv=pl.col("volume") * pl.col("close"))
+    for sym, decision in (("B/USDT", 210), ("C/USDT", 120), ("A/USDT", 398)):
+        window = dv.filter((pl.col("symbol") == sym) & pl.col("ts").is_between(ts(decision - 49), ts(decision)))
+        want = window["dv"].mean()
+        assert full.adv[decision + 1, full.symbols.index(sym)] == pytest.approx(want, rel=1e-12), sym
+
+
+def test_rolling_adv_matches_a_plain_mean_for_any_block_alignment() -> None:
+    from crypto_assets.backtest.engine import _rolling_adv
+
+    rng = np.random.default_rng(0)
+    dv = rng.uniform(0, 10, (60, 2))
+    has = rng.random((60, 2)) > 0.2
+    for window in (1, 4, 7):
+        for origin in (0, 3, 1_000_003):
+            got = _rolling_adv(dv, has, window, origin)
+            for t in range(60):
+                for i in range(2):
+                    rows = [j for j in range(max(0, t - window + 1), t + 1) if has[j, i]]
+                    want = sum(dv[j, i] for j in rows) / len(rows) if rows else 0.0
+                    assert got[t, i] == pytest.approx(want, rel=1e-12, abs=1e-300), (window, origin, t, i)
 
 
 # ---------------------------------------------------------------- invariants
@@ -569,21 +663,28 @@ def test_engine_matches_reference(seed: int) -> None:
     costs = (
         ALL_ON
         if seed % 2 == 0
-        else with_(ALL_ON, fee_side="maker", maker_fee=0.0002, max_participation=None, max_leverage=3.0)
+        else with_(
+            ALL_ON, fee_side="maker", maker_fee=0.0002, max_participation=None, max_leverage=3.0, adv_window=37
+        )
     )
-    r = run_backtest(bars, weights, costs, initial_value=1.0)
-    ref = reference_backtest(bars, weights, costs, initial_value=1.0)
+    # a 1-unit book (cap never binds) and a 100k one (DV ≈ 25 × 100..300 per bar: the cap binds on most fills)
+    capital = 1.0 if seed < 2 else 1e5
+    r = run_backtest(bars, weights, costs, initial_value=capital)
+    ref = reference_backtest(bars, weights, costs, initial_value=capital)
     v, v_ref = r.equity["value"].to_numpy(), ref["equity"]["value"].to_numpy()
     np.testing.assert_allclose(v, v_ref, rtol=1e-12, atol=0)
-    _assert_frames_close(r.equity, ref["equity"], ["ts"], 1.0)
-    _assert_frames_close(r.costs, ref["costs"], ["ts"], 1.0)
-    _assert_frames_close(r.turnover, ref["turnover"], ["ts"], 1.0)
-    _assert_frames_close(r.trades, ref["trades"], ["symbol", "ts"], 1.0)
-    _assert_frames_close(r.weights, ref["weights"], ["symbol", "ts"], 1.0)
-    _assert_frames_close(r.round_trips, ref["round_trips"], ["symbol", "entry_ts"], 1.0)
+    _assert_frames_close(r.equity, ref["equity"], ["ts"], capital)
+    _assert_frames_close(r.costs, ref["costs"], ["ts"], capital)
+    _assert_frames_close(r.turnover, ref["turnover"], ["ts"], capital)
+    _assert_frames_close(r.trades, ref["trades"], ["symbol", "ts"], capital)
+    _assert_frames_close(r.weights, ref["weights"], ["symbol", "ts"], capital)
+    _assert_frames_close(r.round_trips, ref["round_trips"], ["symbol", "entry_ts"], capital)
     assert r.total_turnover == pytest.approx(ref["total_turnover"], rel=1e-12)
     assert r.trades.height > 300 and r.n_scaled > 0 and r.round_trips["side"].n_unique() == 2
-    assert not math.isclose(v[-1], 1.0)
+    assert not math.isclose(v[-1], capital)
+    if costs.max_participation is not None:
+        capped_share = r.turnover["capped_fills"].sum() / r.trades.height
+        assert (capped_share > 0.5) == (capital > 1.0), capped_share
 
 
 # ---------------------------------------------------------------- output contract
@@ -600,7 +701,9 @@ def test_output_schemas() -> None:
     assert_schema(r.equity, {"ts": TS, "value": f64, "cash": f64})
     assert_schema(r.returns, {"ts": TS, "return": f64})
     assert_schema(r.costs, {"ts": TS} | dict.fromkeys(["fees", "slippage", "impact", "funding", "total"], f64))
-    assert_schema(r.turnover, {"ts": TS, "traded_notional": f64, "turnover": f64})
+    assert_schema(
+        r.turnover, {"ts": TS, "traded_notional": f64, "turnover": f64, "fills": pl.Int64(), "capped_fills": pl.Int64()}
+    )
     assert_schema(r.positions, {"symbol": s, "ts": TS, "units": f64, "value": f64, "weight": f64})
     assert_schema(r.weights, {"symbol": s, "ts": TS, "exec_ts": TS, "requested": f64, "target": f64, "filled": f64})
     fill_cols = ["units", "price", "notional", "requested_notional", "fee", "slippage", "impact", "cost"]
@@ -621,7 +724,8 @@ def test_naive_timestamps_read_as_utc_and_timeframe_checked() -> None:
         weights.with_columns(pl.col("ts").dt.replace_time_zone(None)),
         NO_COSTS,
     )
-    assert values(naive) == pytest.approx([1.0, 1.1]) and naive.equity["ts"].dtype == TS
+    # the default capital is DEFAULT_CAPITAL = 100,000 (quote currency), as the config's experiment.capital
+    assert values(naive) == pytest.approx([1e5, 1.1e5]) and naive.equity["ts"].dtype == TS
     with pytest.raises(ValueError, match="unknown timeframe"):
         run_backtest(bars, weights, NO_COSTS, timeframe="2h")
     with pytest.raises(ValueError, match="grid"):  # hourly bars are not on a daily grid

@@ -32,7 +32,7 @@ END = T0 + dt.timedelta(days=60)
 # Small windows so that warm-ups end early in a 60-day hourly sample.
 PARAMS: dict[str, dict[str, Any]] = {
     "buy_and_hold_btc": {},
-    "equal_weight": {"rebalance_every_bars": 24},
+    "equal_weight": {"rebalance_every": 24},
     "trend_following": {"fast": 12, "slow": 48, "vol_window": 72},
     "vol_targeted_trend": {"fast": 12, "slow": 48, "vol_window": 72, "target_vol": 0.3},
 }
@@ -81,7 +81,7 @@ def test_registry_and_schema(full_runs: dict[str, pl.DataFrame]) -> None:
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_no_look_ahead_truncation_and_perturbation(name: str, bars: pl.DataFrame) -> None:
     # Rebalance every bar so that a leak of even one bar shows up in an emitted row at the cut.
-    params = {**PARAMS[name], **({} if name == "buy_and_hold_btc" else {"rebalance_every_bars": 1})}
+    params = {**PARAMS[name], **({} if name == "buy_and_hold_btc" else {"rebalance_every": 1})}
     fn = BASELINES[name]
     full = fn(bars, START, END, **params)
     rng = np.random.default_rng(zlib.crc32(name.encode()))
@@ -143,7 +143,7 @@ def test_crossover_hand_case() -> None:
     up = [10, 10, 10, 10, 10, 11, 12, 13, 12, 8, 7, 7]
     # SMA2 > SMA4 first at t=5 (10.5 > 10.25), last at t=8 (12.5 > 12); at t=9 SMA2 = 10 < 11.25.
     bars = _hand_bars({"A/USDT": up})
-    w = trend_following(bars, T0, T0 + 12 * HOUR, fast=2, slow=4, risk_budget="equal", rebalance_every_bars=1000)
+    w = trend_following(bars, T0, T0 + 12 * HOUR, fast=2, slow=4, risk_budget="equal", rebalance_every=1000)
     got = [(int((ts - T0) / HOUR), weight) for ts, weight in w.select("ts", "weight").rows()]
     # Emitted: first bar (warm-up, flat), t=3 (both SMAs full, flat: equal SMAs are not a crossover),
     # t=5 entry, t=9 exit.
@@ -151,7 +151,7 @@ def test_crossover_hand_case() -> None:
     # With a second, always-flat symbol the long one keeps its own half of the budget (no reallocation).
     down = [20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9]
     w2 = trend_following(_hand_bars({"A/USDT": up, "B/USDT": down}), T0, T0 + 12 * HOUR, fast=2, slow=4,
-                         risk_budget="equal", rebalance_every_bars=1000)
+                         risk_budget="equal", rebalance_every=1000)
     at5 = dict(w2.filter(pl.col("ts") == T0 + 5 * HOUR).select("symbol", "weight").rows())
     assert at5 == {"A/USDT": 0.5, "B/USDT": 0.0}
 
@@ -264,3 +264,34 @@ def test_real_bars_sol_listing_gaps_and_causality() -> None:
     trend = trend_following(real, start, end, timeframe="1h")
     sol_live = trend.filter((pl.col("symbol") == "SOL/USDT") & (pl.col("weight") > 0))["ts"].min()
     assert sol_live >= SOL_FIRST_BAR + dt.timedelta(hours=24 * 50 - 1)  # the slow SMA needs 1200 of SOL's own bars
+
+
+def test_lookbacks_are_durations_converted_per_timeframe(bars: pl.DataFrame) -> None:
+    """The defaults mean days, whatever the bar length: 10 / 50-day SMAs and a 30-day vol window are
+    240 / 1200 / 720 bars at 1h and 4× that at 15m; ints are still bars; a non-whole duration names its key."""
+    from crypto_assets.baselines import baseline_params
+    from crypto_assets.baselines.rules import span_bars
+
+    assert lookback_bars("trend_following") == lookback_bars("trend_following", "1h") == 1200 - 1
+    assert lookback_bars("vol_targeted_trend", "15m") == 4 * 1200 - 1
+    assert lookback_bars("trend_following", "15m", slow="2d", vol_window="3d") == 288
+    hour = 3_600_000_000
+    assert [span_bars(v, hour, "k") for v in ("10d", "3h", 7)] == [240, 3, 7]
+    with pytest.raises(ValueError, match=r"fast = '90m' is not a whole number of 1:00:00 bars"):
+        trend_following(bars, START, END, fast="90m", slow=48, vol_window=72)
+    with pytest.raises(ValueError, match="vol_window must be a duration string"):
+        vol_targeted(bars, START, END, base="equal", vol_window=True)
+    # string durations and the same spans in bars give identical weights at 1h
+    by_days = trend_following(bars, START, END, fast="12h", slow="2d", vol_window="3d", rebalance_every="1d")
+    assert by_days.equals(trend_following(bars, START, END, **PARAMS["trend_following"], rebalance_every=24))
+    settings = {"rebalance_every": "1d", "trend_fast": "10d", "trend_slow": "50d", "vol_window": "30d"}
+    settings["target_vol"] = 0.4
+    assert baseline_params("buy_and_hold_btc", settings) == {}
+    assert baseline_params("equal_weight", settings) == {"rebalance_every": "1d"}
+    assert baseline_params("vol_targeted_trend", settings) == {
+        "rebalance_every": "1d",
+        "fast": "10d",
+        "slow": "50d",
+        "vol_window": "30d",
+        "target_vol": 0.4,
+    }

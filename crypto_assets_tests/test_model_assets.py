@@ -22,7 +22,13 @@ MODELS = ["lstm_attn", "cnn_lstm", "ppo", "ensemble"]
 def write_config(tmp_path: Path, name: str) -> Path:
     """One short experiment with tiny models: two one-month folds, a few seconds of training each."""
     raw = {
-        "experiment": {"name": name, "gpu_id": 0, "seed": 21, "storage_dir": str(tmp_path / "storage")},
+        "experiment": {
+            "name": name,
+            "gpu_id": 0,
+            "seed": 21,
+            "storage_dir": str(tmp_path / "storage"),
+            "capital": 250_000.0,  # the PPO agent trains at this capital, not at 1 unit
+        },
         "data": {
             "tickers": ["BTC/USDT", "ETH/USDT"],
             "timeframe": "1h",
@@ -92,6 +98,16 @@ def test_every_model_is_trained_evaluated_and_stored(first_run: tuple[Path, Ware
     assert ppo["ts"].to_list() == [dt.datetime.fromisoformat(f).replace(tzinfo=dt.UTC) for f in FOLDS]
     strategies = set(warehouse.read_table("kpis")["strategy"].unique().to_list())
     assert strategies == {"buy_and_hold_btc", *MODELS}
+
+
+def test_ppo_trains_at_the_experiments_capital(first_run: tuple[Path, Warehouse]) -> None:
+    """The agent's environment starts at experiment.capital, so its episodes end near it (not near 1)."""
+    path, _ = first_run
+    root = experiment_root(load_config(path))
+    for fold in FOLDS:
+        curves = pl.read_parquet(root / "artifacts" / "agent_ppo" / fold / "curves.parquet")
+        finals = curves["ep_final_value_mean"].drop_nans().drop_nulls()
+        assert finals.len() > 0 and finals.is_between(0.5 * 250_000.0, 2.0 * 250_000.0).all(), fold
 
 
 def test_training_metadata_reports_device_precision_throughput_and_scores(first_run: tuple[Path, Warehouse]) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -20,11 +21,18 @@ from crypto_assets_tests.tiny import MODEL_STRATEGIES, TINY_MODELS
 BASELINES = ["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
 STRATEGIES = [*BASELINES, *MODEL_STRATEGIES]
 FOLDS = ["2024-03-01", "2024-04-01", "2024-05-01"]  # train 2 months, test 2 months, data Jan..Jun
+CAPITAL = 250_000.0  # not the default: every backtest must start here
 
 
 def write_config(tmp_path: Path, name: str) -> Path:
     raw = {
-        "experiment": {"name": name, "gpu_id": None, "seed": 11, "storage_dir": str(tmp_path / "storage")},
+        "experiment": {
+            "name": name,
+            "gpu_id": None,
+            "seed": 11,
+            "storage_dir": str(tmp_path / "storage"),
+            "capital": CAPITAL,
+        },
         "data": {
             "tickers": ["BTC/USDT", "ETH/USDT"],
             "timeframe": "1h",
@@ -117,6 +125,87 @@ def test_kpis_per_fold_and_stitched_with_provenance(study: Warehouse) -> None:
     assert row["passes_constraints"] == (row["max_drawdown"] <= 0.3 and row["sharpe"] >= 0.5)
     assert row["exposure"] > 0.9  # fully invested, drifting only through costs
     assert all(0.0 <= v <= 1.0 for v in kpis["psr"].to_list() if not math.isnan(v))
+
+
+def test_every_backtest_starts_at_the_experiments_capital(study: Warehouse, capsys: pytest.CaptureFixture[str]) -> None:
+    """experiment.capital (quote currency) is the start of every per-fold and stitched run, and the KPI table
+    and the `crypto-lab run` summary report it with the share of fills the participation cap cut short."""
+    from crypto_assets.cli import _print_summary
+
+    kpis = study.read_table("kpis")
+    assert kpis["capital"].to_list() == pytest.approx([CAPITAL] * kpis.height, rel=1e-12)
+    np.testing.assert_allclose(kpis["final_value"], CAPITAL * (1.0 + kpis["total_return"]), rtol=1e-9)
+    assert all(0.0 <= v <= 1.0 for v in kpis["capped_share"].to_list() if not math.isnan(v))
+    for table in ("walk_forward_equity", "backtest"):
+        per_bar = study.read_table(table)
+        first = per_bar.sort("ts").group_by(["strategy", "fold"] if table == "backtest" else ["strategy"]).first()
+        np.testing.assert_allclose(first["value"] / (1.0 + first["return"]), CAPITAL, rtol=1e-12)
+    _print_summary(load_config(study.root.parents[1] / "study.yaml"))
+    out = capsys.readouterr().out
+    assert "at a capital of 250,000" in out and "capital" in out and "capped_share" in out
+
+
+def _config(timeframe: str = "1h", **sections: object) -> dict[str, object]:
+    return {
+        "experiment": {"name": "durations"},
+        "data": {"tickers": ["BTC/USDT"], "timeframe": timeframe, "start": "2024-01-01", "end": "2024-02-29"},
+        **sections,
+    }
+
+
+DURATION_KEYS = [
+    ("costs", "vol_window"),
+    ("costs", "adv_window"),
+    ("baseline_settings", "rebalance_every"),
+    ("baseline_settings", "trend_fast"),
+    ("baseline_settings", "trend_slow"),
+    ("baseline_settings", "vol_window"),
+]
+
+
+@pytest.mark.parametrize(("section", "key"), DURATION_KEYS)
+def test_a_bare_number_is_refused_for_every_duration_naming_the_key(section: str, key: str) -> None:
+    from crypto_assets.config import ConfigError, parse_config
+
+    for bare in (24, 24.0, "24"):
+        with pytest.raises(ConfigError) as info:
+            parse_config(_config(**{section: {key: bare}}))
+        assert f"{section}.{key}: must be a duration string with a unit" in str(info.value)
+        assert f"got {bare!r}" in str(info.value)
+    # a duration that is not a whole number of bars is refused too, naming the key; at 15m it is fine
+    settings = {"trend_fast": "1h", key: "90m"} if key == "trend_slow" else {key: "90m"}  # (fast < slow)
+    with pytest.raises(ConfigError, match=rf"{section}\.{key} = '90m' is not a whole number of 1h bars"):
+        parse_config(_config(**{section: settings}))
+    parse_config(_config("15m", **{section: settings}))
+
+
+def test_a_15m_experiment_uses_4x_the_bars_of_a_1h_one_for_the_same_durations() -> None:
+    from crypto_assets.baselines import equal_weight
+    from crypto_assets.baselines.rules import span_bars
+    from crypto_assets.config import parse_config
+    from crypto_assets.orchestration.assets.research import baseline_settings, cost_model
+    from crypto_assets.timeframes import timeframe_us
+
+    hourly, quarter = parse_config(_config("1h")), parse_config(_config("15m"))
+    assert (cost_model(hourly).vol_window, cost_model(hourly).adv_window) == (24, 168)
+    assert (cost_model(quarter).vol_window, cost_model(quarter).adv_window) == (96, 672)
+    for name in ("trend_following", "vol_targeted_trend"):
+        one, four = baseline_settings(hourly, name), baseline_settings(quarter, name)
+        assert one == four == {"rebalance_every": "1d", "fast": "10d", "slow": "50d", "vol_window": "30d"} | (
+            {"target_vol": 0.4} if name == "vol_targeted_trend" else {}
+        )
+        for kw in ("rebalance_every", "fast", "slow", "vol_window"):
+            assert span_bars(four[kw], timeframe_us("15m"), kw) == 4 * span_bars(one[kw], timeframe_us("1h"), kw)
+    # the same "1d" schedule: equal weight trades once a day on 1h and on 15m bars alike
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    orders = {}
+    for timeframe, step in (("1h", dt.timedelta(hours=1)), ("15m", dt.timedelta(minutes=15))):
+        ts = pl.datetime_range(start, start + dt.timedelta(days=3), step, closed="left", time_zone="UTC", eager=True)
+        bars = pl.DataFrame({"symbol": "BTC/USDT", "ts": ts, "close": 100.0})
+        params = baseline_settings(quarter if timeframe == "15m" else hourly, "equal_weight")
+        orders[timeframe] = equal_weight(bars, start, start + dt.timedelta(days=3), timeframe=timeframe, **params)
+    daily = [start + dt.timedelta(days=d) for d in range(3)]
+    assert orders["1h"]["ts"].to_list() == orders["15m"]["ts"].to_list() == daily
 
 
 def test_regime_kpis_and_trials(study: Warehouse) -> None:

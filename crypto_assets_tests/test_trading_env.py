@@ -139,6 +139,30 @@ def test_env_equity_and_costs_equal_run_backtest(costs: CostModel, action: str, 
         assert decided.diff().drop_nulls().unique().to_list() == [rebalance_every * HOUR]
 
 
+def test_env_learns_at_the_experiments_capital_with_the_engines_capacity_limits() -> None:
+    """By default the env starts at the experiment's default capital (100,000), not 1 unit; at any capital its
+    equity is the engine's at that capital, and the participation cap binds more often the larger the book."""
+    from crypto_assets.backtest import DEFAULT_CAPITAL
+    from crypto_assets.config.schema import ExperimentSection
+
+    assert EnvParams().initial_value == DEFAULT_CAPITAL == ExperimentSection.model_fields["capital"].default == 1e5
+    fold, bars = make_market(seed=3)
+    data = EnvData.from_frames(fold, bars, split="test")
+    costs = dataclasses.replace(ALL_ON, allow_short=False, max_leverage=1.0)
+    capped_share = {}
+    for capital in (1e3, 1e5, 1e7):
+        env = TradingEnv(data, costs, EnvParams(window=8, initial_value=capital), training=False)
+        rng = np.random.default_rng(0)  # the same actions at every capital
+        weights = evaluate_policy_weights(env, lambda _obs, rng=rng: rng.uniform(-1, 1, 4))
+        result = run_backtest(bars, weights, costs, initial_value=capital)
+        episode = env.episode_frame().join(result.equity, on="ts", how="left")
+        assert episode["value"][0] == capital
+        np.testing.assert_allclose(episode["value"], episode["value_right"], rtol=1e-12)
+        capped_share[capital] = result.turnover["capped_fills"].sum() / result.turnover["fills"].sum()
+    # DV per bar here is ~275 × 100..300 quote: 5 % of it is ~1,400-4,100
+    assert capped_share[1e3] < 0.1 and 0.5 < capped_share[1e5] < capped_share[1e7]
+
+
 def test_reward_timing_fill_at_next_open_marked_at_its_close() -> None:
     """log_return rewards: the step's reward is ln(V at the close of t+k / V at the close of t); their sum is
     the episode's log growth; the first decision cannot change the value at its own close."""

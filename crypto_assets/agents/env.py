@@ -15,7 +15,8 @@ Timing (DESIGN §3.3, as the engine)
 -----------------------------------
 The agent acts at the close of decision bar t. Its action becomes target weights w[t] which fill at the OPEN
 of t + 1 through `crypto_assets.backtest.engine.execute_bar` (fees, half-spread, vol slippage, square-root
-impact, participation cap: the engine's cost model, the same compiled code); funding accrues at every close
+impact on the trailing ADV, participation cap on the execution bar's dollar volume: the engine's cost model,
+the same compiled code, at the same capital `EnvParams.initial_value`); funding accrues at every close
 (`accrue_funding`) and the book is marked at every close (`mark_to_market`). A step covers
 `rebalance_every` bars: fill at t + 1, then hold to the close of t + rebalance_every, which is the next
 decision bar; the reward is computed from the value at those two closes. Feeding `executed_weights()` to
@@ -91,6 +92,7 @@ from gymnasium import spaces
 from numba import njit
 
 from crypto_assets.backtest.engine import (
+    DEFAULT_CAPITAL,
     TS_DTYPE,
     CostModel,
     Market,
@@ -139,8 +141,9 @@ class EnvParams:
     """Continuous long-only: logits = logit_scale × action (action in [-1, 1]); 5 allows ~99.97 % in one leg."""
     discrete_step: float = 0.25
     """Discrete: a buy / sell moves the target by this fraction of max_leverage / N (1 / step must be whole)."""
-    initial_value: float = 1.0
-    """Starting cash in quote currency (impact and the participation cap depend on absolute size)."""
+    initial_value: float = DEFAULT_CAPITAL
+    """Starting cash in quote currency, the experiment's `capital` (100,000 by default): impact and the
+    participation cap depend on absolute size, so the agent learns with the capacity limits it will trade under."""
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.episode_bars < 1 or self.rebalance_every < 1:
@@ -293,6 +296,7 @@ def _env_step(
     mark_close: np.ndarray,
     sigma: np.ndarray,
     dollar_vol: np.ndarray,
+    adv: np.ndarray,
     cost_vec: np.ndarray,
     k_fund: float,
     target: np.ndarray,
@@ -358,7 +362,17 @@ def _env_step(
         impact = 0.0
         if b == 0:
             cash, _v_open, fees, slippage, impact, _traded = execute_bar(
-                units, cash, mark_open[e], open_px[e], sigma[e], dollar_vol[e], target, cost_vec, filled, requested
+                units,
+                cash,
+                mark_open[e],
+                open_px[e],
+                sigma[e],
+                dollar_vol[e],
+                adv[e],
+                target,
+                cost_vec,
+                filled,
+                requested,
             )
         cash, funding = accrue_funding(units, cash, mark_close[e], k_fund)
         value = mark_to_market(units, cash, mark_close[e])
@@ -415,6 +429,7 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
         self._close = c(market.close[start - self._prior_bars : start + n_t])
         self._mark_open, self._mark_close = c(market.mark_open[rows]), c(market.mark_close[rows])
         self._sigma, self._dollar_vol = c(market.sigma[rows]), c(market.dollar_vol[rows])
+        self._adv = c(market.adv[rows])
         self.listed = c(np.arange(start, start + n_t)[:, None] >= market.first_bar[None, :])
         self._cost_vec = cost_vector(costs)
         self._k_fund = funding_per_bar(costs, step_us)
@@ -513,6 +528,7 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
             self._mark_close,
             self._sigma,
             self._dollar_vol,
+            self._adv,
             self._cost_vec,
             self._k_fund,
             self._target,

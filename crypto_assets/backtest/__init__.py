@@ -4,6 +4,6 @@ The cost formula, its defaults and the execution timing are documented in `crypt
 `crypto_assets.backtest.reference` is a slow, independent loop used by the tests to check the engine.
 """
 
-from crypto_assets.backtest.engine import BacktestResult, CostModel, run_backtest
+from crypto_assets.backtest.engine import DEFAULT_CAPITAL, BacktestResult, CostModel, run_backtest
 
-__all__ = ["BacktestResult", "CostModel", "run_backtest"]
+__all__ = ["DEFAULT_CAPITAL", "BacktestResult", "CostModel", "run_backtest"]

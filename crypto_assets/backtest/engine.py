@@ -20,18 +20,27 @@ Execution at the open of bar e = t + 1
     V_open     = cash + Σ_i units_i × mark_i           (mark = open, or the last close where i has no bar at e)
     desired_i  = target_i × V_open                      (quote currency)
     traded_i   = desired_i − units_i × open_i           (signed notional; > 0 buys)
-    |filled_i| ≤ max_participation × DV_i,  DV_i = volume_i × open_i of bar e   (rest cancelled, reported)
+    |filled_i| ≤ max_participation × volume_i × open_i of bar e   (the fill's capacity; the rest is cancelled,
+                                                                    reported as target vs filled weight)
     cost_i     = |filled_i| × (fee + slippage_i)        (paid from cash)
     fee        = taker_fee, or maker_fee when fee_side == "maker"
     slippage_i = half_spread + vol_k × σ_i              ("slippage" column: spread + volatility part)
-               + impact_k × σ_i × √(|filled_i| / DV_i)  ("impact" column: square-root law, on the filled size)
+               + impact_k × σ_i × √(|filled_i| / ADV_i) ("impact" column: square-root law, on the filled size)
+    ADV_i      = mean of volume × close over the bars of symbol i among the last `adv_window` bars up to and
+                 including the decision bar t          (trailing, causal mean dollar volume per bar)
 
 σ_i is the sample standard deviation (ddof=1) of the close-to-close simple returns of symbol i in the last
 `vol_window` bars up to and including the decision bar t (a return needs both its bars; bars before listing or
 in a data gap contribute none). With fewer than 2 such returns σ_i = 0, so only the fee and half-spread apply.
+ADV_i, like zipline's ADV, is known when the order is decided: it does not use the execution bar, whose volume
+only sets how much can fill (the cap). Bars before listing or in a gap do not count; forward-filled bars (volume
+0) do. Impact is timeframe-free: σ per bar ∝ √(bar length) and ADV per bar ∝ bar length, so σ √(Q / ADV) does
+not depend on the bar length under random-walk scaling, and windows given as durations (`24h`, `7d`) mean the
+same thing at 5m and at 1h.
 A fully filled order sets units_i = target_i × V_open / open_i (exactly 0 for a zero target); a partial fill
 adds filled_i / open_i. An order cannot fill on a bar where the symbol has no bar (a gap), nor on a zero-volume
-bar (DV = 0) when a participation cap is set or impact_k > 0 (the square-root term would be infinite).
+execution bar when a participation cap is set or impact_k > 0 (nobody traded there: no capacity, and a fill
+there would be fictional), nor when ADV_i = 0 and impact_k > 0 (the square-root term would be infinite).
 
 Holding costs (funding / borrow), accrued pro rata at every close
 -----------------------------------------------------------------
@@ -44,21 +53,28 @@ accrual (not a charge at 00/08/16 UTC) gives the same amount per 8 h on any time
 depend on where a backtest window starts relative to the funding clock.
 
 Defaults (`CostModel()`): taker 0.10 % (Binance spot VIP 0), maker 0.10 %, half-spread 1 bp, vol_k 0.02,
-impact_k 0.5 (square-root law coefficient of order 1/2; σ √(Q/DV) is timeframe-free under random-walk scaling),
-vol_window 24 bars, participation cap 5 % of the execution bar's dollar volume, long-only, gross leverage ≤ 1,
-no funding. Impact and the participation cap depend on absolute notional: pass `initial_value` in quote
-currency (e.g. 100_000 USDT) for them to mean something; with the default 1.0 they are negligible.
+impact_k 0.5 (square-root law coefficient of order 1/2), vol_window 24 bars, adv_window 168 bars, participation
+cap 5 % of the execution bar's dollar volume, long-only, gross leverage ≤ 1, no funding. The experiment config
+writes the windows as durations (`costs.vol_window: 24h`, `costs.adv_window: 7d`) and converts them to bars of
+its timeframe; the 1h defaults above are those durations. 7 days for ADV: a whole week, so the weekend lull and
+the intraday cycle are averaged in their right proportions, and short enough to follow crypto's volume regimes
+(which move by multiples within a month; a 30-day mean lags them); it also needs only a week of history before
+a window's first decision.
+
+Capital is real (DESIGN.md §3.3): impact and the participation cap depend on absolute notional, so
+`initial_value` is in quote currency and defaults to DEFAULT_CAPITAL (100,000 USDT, the config's
+`experiment.capital` default); a 1-unit portfolio would make both vanish and flatter every strategy.
 
 Not modelled: margin calls / liquidation (equity may go negative), exchange minimum order sizes, lot sizes.
 A symbol whose bars stop (delisting, end of data) keeps its position, marked at its last close.
 
 Implementation: inputs become dense (bars × symbols) numpy panels (`Market`): marks and dollar volume
-vectorised, σ a compiled pass over each window (bit-for-bit causal). The recursion (each fill depends on the
+vectorised, σ and ADV compiled passes over each window (bit-for-bit causal). The recursion (each fill depends on the
 value left by the previous bar) is a numba kernel built from three per-bar functions that the RL trading
 environment (`crypto_assets.agents.env`) calls too, so the environment's costs and equity ARE the engine's
 (one code path, not a copy):
 
-    execute_bar(units, cash, mark_open, open_px, sigma, dollar_vol, target, cost_vec, filled, requested)
+    execute_bar(units, cash, mark_open, open_px, sigma, dollar_vol, adv, target, cost_vec, filled, requested)
         the fills of one execution bar (target NaN = no order) → new units (in place), cash, costs
     accrue_funding(units, cash, mark_close, k_fund)   the holding cost charged at one close
     mark_to_market(units, cash, mark_close)           portfolio value at one close
@@ -82,6 +98,8 @@ from crypto_assets.sources.base import TS_DTYPE
 from crypto_assets.timeframes import timeframe_us
 
 FUNDING_PERIOD_S = 8 * 3600.0
+DEFAULT_CAPITAL = 100_000.0
+"""Starting value of a backtest in quote currency when none is given (the config's `experiment.capital`)."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +116,13 @@ class CostModel:
     vol_k: float = 0.02
     """Slippage per unit of bar volatility σ (≈ drift of the price over a few seconds of latency at 1h)."""
     vol_window: int = 24
-    """Bars of close-to-close returns (up to the decision bar) in σ."""
+    """Bars of close-to-close returns (up to the decision bar) in σ (24 = the config's `24h` at 1h)."""
+    adv_window: int = 168
+    """Bars of dollar volume (up to the decision bar) in the ADV that impact divides by (168 = `7d` at 1h)."""
     impact_k: float = 0.5
-    """Square-root impact coefficient: impact = impact_k × σ × √(|notional| / DV)."""
+    """Square-root impact coefficient: impact = impact_k × σ × √(|filled notional| / ADV)."""
     max_participation: float | None = 0.05
-    """Fills are capped at this fraction of the execution bar's dollar volume DV; None = no cap."""
+    """Fills are capped at this fraction of the execution bar's dollar volume (volume × open); None = no cap."""
     allow_short: bool = False
     max_leverage: float = 1.0
     """Cap on gross exposure Σ|w| of the targets given at one decision bar (scaled down proportionally)."""
@@ -118,6 +138,8 @@ class CostModel:
             raise ValueError(f"CostModel.fee_side must be 'taker' or 'maker', got {self.fee_side!r}")
         if not (isinstance(self.vol_window, int) and self.vol_window >= 2):
             raise ValueError(f"CostModel.vol_window must be an int >= 2, got {self.vol_window!r}")
+        if not (isinstance(self.adv_window, int) and self.adv_window >= 1):
+            raise ValueError(f"CostModel.adv_window must be an int >= 1, got {self.adv_window!r}")
         if self.max_participation is not None and not (0 < self.max_participation < math.inf):
             raise ValueError(f"CostModel.max_participation must be > 0 or None, got {self.max_participation!r}")
         if not (0 < self.max_leverage < math.inf):
@@ -130,7 +152,8 @@ class CostModel:
 
     @property
     def zero_volume_blocks(self) -> bool:
-        """Whether an order on a zero-volume bar is unfillable (cap set, or infinite impact)."""
+        """Whether an order on a zero-volume execution bar is unfillable (a cap leaves no capacity there; with
+        impact modelled a fill where nobody traded would be fictional)."""
         return self.max_participation is not None or self.impact_k > 0
 
 
@@ -326,6 +349,43 @@ def _rolling_sigma(close: np.ndarray, has_bar: np.ndarray, window: int) -> np.nd
     return out
 
 
+@njit(cache=True)
+def _rolling_adv(dollar_vol: np.ndarray, has_bar: np.ndarray, window: int, origin: int) -> np.ndarray:
+    """ADV[t, i]: mean of dollar_vol over the bars of symbol i among rows t−window+1 .. t (0 if none).
+
+    O(T·N) yet bit-for-bit causal and independent of where the history starts: rows are cut into blocks of
+    `window` bars aligned to the epoch (`origin` = absolute bar number of row 0), and a window sum is the
+    suffix sum of one block plus the prefix sum of the next, each added in a fixed order within its block.
+    A running sum minus the leaving bar would carry rounding from the whole history before t.
+    """
+    n_t, n_s = dollar_vol.shape
+    dv = np.where(has_bar, dollar_vol, 0.0)
+    cnt = has_bar.astype(np.float64)
+    pre, pre_n = np.zeros((n_t, n_s)), np.zeros((n_t, n_s))
+    suf, suf_n = np.zeros((n_t, n_s)), np.zeros((n_t, n_s))
+    for t in range(n_t):
+        start = t == 0 or (origin + t) % window == 0
+        for i in range(n_s):
+            pre[t, i] = dv[t, i] if start else pre[t - 1, i] + dv[t, i]
+            pre_n[t, i] = cnt[t, i] if start else pre_n[t - 1, i] + cnt[t, i]
+    for t in range(n_t - 1, -1, -1):
+        end = t == n_t - 1 or (origin + t + 1) % window == 0
+        for i in range(n_s):
+            suf[t, i] = dv[t, i] if end else suf[t + 1, i] + dv[t, i]
+            suf_n[t, i] = cnt[t, i] if end else suf_n[t + 1, i] + cnt[t, i]
+    out = np.zeros((n_t, n_s))
+    for t in range(n_t):
+        lo = max(t - window + 1, 0)
+        # lo in the previous block: its suffix from lo plus this block's prefix; else the prefix is the window
+        split = (origin + lo) // window != (origin + t) // window
+        for i in range(n_s):
+            total = suf[lo, i] + pre[t, i] if split else pre[t, i]
+            n = suf_n[lo, i] + pre_n[t, i] if split else pre_n[t, i]
+            if n > 0:
+                out[t, i] = total / n
+    return out
+
+
 # ---- per-bar kernels (numba), shared with the RL environment (crypto_assets.agents.env) ------------------------
 
 # Layout of `cost_vector`: one float array carries the whole cost model into the kernels.
@@ -348,13 +408,13 @@ def funding_per_bar(costs: CostModel, step_us: int) -> float:
 
 
 @njit(cache=True)
-def fill_cost(size: float, sigma: float, dollar_vol: float, cost_vec: np.ndarray) -> tuple[float, float, float]:
-    """(fee, slippage, impact) of one fill of |notional| `size`; σ of the decision bar, DV of the execution bar."""
+def fill_cost(size: float, sigma: float, adv: float, cost_vec: np.ndarray) -> tuple[float, float, float]:
+    """(fee, slippage, impact) of one fill of |filled notional| `size`; σ and ADV of the decision bar."""
     fee = size * cost_vec[COST_FEE]
     slippage = size * (cost_vec[COST_HALF_SPREAD] + cost_vec[COST_VOL_K] * sigma)
     impact = 0.0
-    if cost_vec[COST_IMPACT_K] > 0.0 and size > 0.0:  # DV > 0 here: a zero-volume bar blocks the order
-        impact = size * cost_vec[COST_IMPACT_K] * sigma * math.sqrt(size / dollar_vol)
+    if cost_vec[COST_IMPACT_K] > 0.0 and size > 0.0:  # ADV > 0 here: ADV = 0 blocks the order
+        impact = size * cost_vec[COST_IMPACT_K] * sigma * math.sqrt(size / adv)
     return fee, slippage, impact
 
 
@@ -366,6 +426,7 @@ def execute_bar(
     open_px: np.ndarray,
     sigma: np.ndarray,
     dollar_vol: np.ndarray,
+    adv: np.ndarray,
     target: np.ndarray,
     cost_vec: np.ndarray,
     filled: np.ndarray,
@@ -375,7 +436,8 @@ def execute_bar(
 
     units: held before the bar, updated IN PLACE. mark_open: marks at this open (the open, or the last close
     where a symbol has no bar). open_px: the bar's open, NaN where the symbol has no bar (cannot fill).
-    sigma: σ of the decision bar. dollar_vol: volume × open of this bar. target: weights decided at the
+    sigma: σ of the decision bar. dollar_vol: volume × open of this bar (the participation cap's base).
+    adv: trailing mean dollar volume up to the decision bar (impact's base). target: weights decided at the
     previous close, NaN = no order. filled / requested: outputs, signed notional filled and asked for (before
     the participation cap); 0 where nothing was ordered or fillable.
     Returns (cash after fills and costs, portfolio value at the open, fees, slippage, impact, Σ|filled|).
@@ -386,6 +448,7 @@ def execute_bar(
         v_open += units[i] * mark_open[i]
     cap = cost_vec[COST_CAP]
     blocks = cost_vec[COST_BLOCKS] > 0.0
+    has_impact = cost_vec[COST_IMPACT_K] > 0.0
     flow = 0.0
     fees = 0.0
     slippage = 0.0
@@ -397,8 +460,9 @@ def execute_bar(
         w = target[i]
         px = open_px[i]
         dv = dollar_vol[i]
-        # no order; no bar (gap, not listed: NaN fails the test); zero volume where it blocks the fill
-        if math.isnan(w) or not px > 0.0 or (blocks and not dv > 0.0):
+        # no order; no bar (gap, not listed: NaN fails the test); zero volume where it blocks the fill; no ADV
+        # to divide by under impact
+        if math.isnan(w) or not px > 0.0 or (blocks and not dv > 0.0) or (has_impact and not adv[i] > 0.0):
             continue
         desired = w * v_open
         traded = desired - units[i] * px
@@ -412,7 +476,7 @@ def execute_bar(
         else:  # a partial one adds what was filled; the rest is cancelled
             units[i] += fill / px
         size = abs(fill)
-        fee, slip, imp = fill_cost(size, sigma[i], dv, cost_vec)
+        fee, slip, imp = fill_cost(size, sigma[i], adv[i], cost_vec)
         filled[i] = fill
         flow += fill
         fees += fee
@@ -451,13 +515,13 @@ def mark_to_market(units: np.ndarray, cash: float, mark_close: np.ndarray) -> fl
 
 @njit(cache=True)
 def _fill_costs(
-    size: np.ndarray, sigma: np.ndarray, dollar_vol: np.ndarray, cost_vec: np.ndarray
+    size: np.ndarray, sigma: np.ndarray, adv: np.ndarray, cost_vec: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`fill_cost` over arrays of fills (for the trades table: the same numbers the kernel charged)."""
     n = size.shape[0]
     fee, slip, imp = np.empty(n), np.empty(n), np.empty(n)
     for k in range(n):
-        fee[k], slip[k], imp[k] = fill_cost(size[k], sigma[k], dollar_vol[k], cost_vec)
+        fee[k], slip[k], imp[k] = fill_cost(size[k], sigma[k], adv[k], cost_vec)
     return fee, slip, imp
 
 
@@ -469,6 +533,7 @@ def _simulate(
     mark_close: np.ndarray,
     sigma: np.ndarray,
     dollar_vol: np.ndarray,
+    adv: np.ndarray,
     cost_vec: np.ndarray,
     k_fund: float,
     initial_value: float,
@@ -503,7 +568,17 @@ def _simulate(
                 break
         if has_order:  # visit even unfillable orders: their `filled` weight needs the value at that open
             cash, v_open, fees, slippage, impact, traded = execute_bar(
-                units, cash, mark_open[t], open_px[t], sigma[t], dollar_vol[t], tgt[t], cost_vec, filled, requested
+                units,
+                cash,
+                mark_open[t],
+                open_px[t],
+                sigma[t],
+                dollar_vol[t],
+                adv[t],
+                tgt[t],
+                cost_vec,
+                filled,
+                requested,
             )
             TR[t] = filled
             if keep_requested:
@@ -529,7 +604,9 @@ class Market:
     open / close: NaN where a symbol has no bar (before listing, exchange gaps). mark_open / mark_close: the
     prices positions are valued at: the open (close), or the last close where a symbol has no bar (0 before
     listing, where nothing is held). sigma: σ of the DECISION bar t − 1 stored on row t (the execution bar;
-    all 0 when the cost model uses no σ). dollar_vol: volume × open, 0 where there is no bar.
+    all 0 when the cost model uses no σ). dollar_vol: volume × open of the bar itself (the participation
+    cap's base), 0 where there is no bar. adv: the trailing mean dollar volume (volume × close over
+    `adv_window` bars) of the DECISION bar t − 1 stored on row t (impact's base; 0 on row 0).
     first_bar: (N,) row of each symbol's first bar (a weight at an earlier decision bar must be 0).
     """
 
@@ -542,6 +619,7 @@ class Market:
     mark_close: np.ndarray
     sigma: np.ndarray
     dollar_vol: np.ndarray
+    adv: np.ndarray
     has_bar: np.ndarray
     first_bar: np.ndarray
 
@@ -563,6 +641,11 @@ def _market(p: _Panel, costs: CostModel) -> Market:
     sigma = np.zeros((n_t, n_s))  # σ of the decision bar, on the execution bar's row
     if costs.vol_k > 0 or costs.impact_k > 0:
         sigma = _shift_down(_rolling_sigma(np.ascontiguousarray(p.close), p.has_bar, costs.vol_window))
+    adv = np.zeros((n_t, n_s))  # ADV of the decision bar, on the execution bar's row
+    if costs.impact_k > 0:
+        origin = int(p.ts_us[0] // p.step_us)  # blocks aligned to the epoch: ADV does not depend on the history start
+        dv_close = np.ascontiguousarray(np.nan_to_num(p.volume * p.close, nan=0.0))
+        adv = _shift_down(_rolling_adv(dv_close, p.has_bar, costs.adv_window, origin))
     c = np.ascontiguousarray
     return Market(
         symbols=p.symbols,
@@ -574,6 +657,7 @@ def _market(p: _Panel, costs: CostModel) -> Market:
         mark_close=c(mark_close),
         sigma=c(sigma),
         dollar_vol=c(dollar_vol),
+        adv=c(adv),
         has_bar=p.has_bar,
         first_bar=p.first_bar,
     )
@@ -598,7 +682,7 @@ class _Sim:
     mark_open: np.ndarray
     mark_close: np.ndarray
     sigma: np.ndarray  # σ of the decision bar on each execution bar's row
-    dollar_vol: np.ndarray
+    adv: np.ndarray  # ADV of the decision bar on each execution bar's row
     cost_vec: np.ndarray
     k_fund: float  # funding fraction per bar
 
@@ -606,7 +690,7 @@ class _Sim:
         """(fee, slippage, impact) of the fills at cells (t, s), by the function the kernel charged them with."""
         size = np.ascontiguousarray(np.abs(self.filled[t_idx, s_idx]))
         sigma = np.ascontiguousarray(self.sigma[t_idx, s_idx])
-        return _fill_costs(size, sigma, np.ascontiguousarray(self.dollar_vol[t_idx, s_idx]), self.cost_vec)
+        return _fill_costs(size, sigma, np.ascontiguousarray(self.adv[t_idx, s_idx]), self.cost_vec)
 
 
 @dataclass(frozen=True, eq=False)
@@ -620,7 +704,8 @@ class BacktestResult:
       initial_value, so the first bar's return is 0: nothing executes before the first close).
     - costs: `ts, fees, slippage, impact, funding, total` paid in each bar.
     - turnover: `ts, traded_notional` (Σ|filled notional| at the open) and `turnover` (traded_notional /
-      portfolio value at that open; 0 without fills); `total_turnover` is the sum of `turnover`.
+      portfolio value at that open; 0 without fills), `fills` (fills at that open) and `capped_fills` (those
+      the participation cap cut short); `total_turnover` is the sum of `turnover`.
     - n_scaled: decision bars whose targets were scaled down by the leverage cap.
 
     Long-format frames, built on first access (they can hold T × N rows):
@@ -671,7 +756,7 @@ def run_backtest(
     weights: pl.DataFrame,
     costs: CostModel = CostModel(),
     *,
-    initial_value: float = 1.0,
+    initial_value: float = DEFAULT_CAPITAL,
     timeframe: str = "1h",
 ) -> BacktestResult:
     """Simulate target-weight trading of `bars` under `weights`.
@@ -682,7 +767,8 @@ def run_backtest(
     marked at the last close).
     weights: long format `symbol, ts, weight`: the target fraction of portfolio value decided at the close of
     bar `ts` and executed at the open of the next bar (a symbol without a row at `ts` gets no order).
-    costs: see `CostModel` and the module docstring. initial_value: starting cash in quote currency.
+    costs: see `CostModel` and the module docstring (windows in bars of `timeframe`). initial_value: starting
+    cash in quote currency (the experiment's `capital`; impact and the participation cap depend on it).
 
     Raises ValueError for malformed inputs, a nonzero weight where the symbol has not listed yet, or a short
     when `costs.allow_short` is False.
@@ -698,7 +784,17 @@ def run_backtest(
     cost_vec = cost_vector(costs)
     keep_req = costs.max_participation is not None
     U, CASH, VALUE, FUND, TR, REQ, VOPEN, PARTS = _simulate(
-        tgt, m.mark_open, m.open, m.mark_close, m.sigma, m.dollar_vol, cost_vec, k_fund, float(initial_value), keep_req
+        tgt,
+        m.mark_open,
+        m.open,
+        m.mark_close,
+        m.sigma,
+        m.dollar_vol,
+        m.adv,
+        cost_vec,
+        k_fund,
+        float(initial_value),
+        keep_req,
     )
     if not keep_req:
         REQ = TR  # without a cap, what was asked for is what was filled
@@ -719,7 +815,7 @@ def run_backtest(
         mark_open=m.mark_open,
         mark_close=m.mark_close,
         sigma=m.sigma,
-        dollar_vol=m.dollar_vol,
+        adv=m.adv,
         cost_vec=cost_vec,
         k_fund=k_fund,
     )
@@ -740,7 +836,16 @@ def run_backtest(
                 pl.Series("total", fees_b + slip_b + imp_b + FUND),
             ]
         ),
-        turnover=pl.DataFrame([ts, pl.Series("traded_notional", traded), pl.Series("turnover", turn)]),
+        turnover=pl.DataFrame(
+            [
+                ts,
+                pl.Series("traded_notional", traded),
+                pl.Series("turnover", turn),
+                pl.Series("fills", np.count_nonzero(TR, axis=1).astype(np.int64)),
+                # a capped fill stopped at the cap: less than asked for (an uncapped one is exactly what was asked)
+                pl.Series("capped_fills", np.count_nonzero((TR != 0) & (np.abs(TR) < np.abs(REQ)), axis=1)),
+            ]
+        ),
         total_turnover=float(turn.sum()),
         n_scaled=int(np.count_nonzero(scale < 1.0)),
         _sim=sim,

@@ -2,8 +2,9 @@
 
 One bar and one symbol at a time, with dicts and floats; it shares nothing with `engine.py` except
 `CostModel`. It follows the same documented rules (see `crypto_assets.backtest.engine`'s module docstring):
-decide at the close of t, fill at the open of t+1, participation cap on the execution bar's dollar volume,
-cost = |filled| × (fee + half_spread + vol_k σ + impact_k σ √(|filled| / DV)), funding accrued pro rata
+decide at the close of t, fill at the open of t+1, participation cap on the execution bar's dollar volume
+(volume × open), cost = |filled| × (fee + half_spread + vol_k σ + impact_k σ √(|filled| / ADV)) with ADV the
+mean volume × close of the symbol's bars among the last adv_window bars up to t, funding accrued pro rata
 at every close on short notional plus borrowed long notional, round trips per DESIGN §3.4.
 Too slow for real use (pure Python); fine for a few thousand bars.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from crypto_assets.backtest.engine import CostModel
+from crypto_assets.backtest.engine import DEFAULT_CAPITAL, CostModel
 from crypto_assets.timeframes import timeframe_delta
 
 
@@ -30,7 +31,7 @@ def reference_backtest(
     weights: pl.DataFrame,
     costs: CostModel,
     *,
-    initial_value: float = 1.0,
+    initial_value: float = DEFAULT_CAPITAL,
     timeframe: str = "1h",
 ) -> dict[str, Any]:
     """Same inputs as `run_backtest`; returns a dict of polars frames with the engine's column names
@@ -70,6 +71,11 @@ def reference_backtest(
             if now is not None and before is not None:
                 rets.append(now[1] / before[1] - 1.0)
         return statistics.stdev(rets) if len(rets) >= 2 else 0.0
+
+    def adv(sym: str, k: int) -> float:
+        """Mean volume × close of the symbol's bars among grid[k − adv_window + 1 .. k]; 0 if it has none."""
+        dvs = [b[2] * b[1] for j in range(max(0, k - costs.adv_window + 1), k + 1) if (b := bar.get((sym, grid[j])))]
+        return sum(dvs) / len(dvs) if dvs else 0.0
 
     fee_rate = costs.maker_fee if costs.fee_side == "maker" else costs.taker_fee
     k_fund = costs.funding_rate_8h * step.total_seconds() / (8 * 3600)
@@ -118,6 +124,7 @@ def reference_backtest(
     for k, ts in enumerate(grid):
         fees = slips = imps = 0.0
         traded_total = 0.0
+        n_fills = n_capped = 0
         v_open = math.nan
         if k >= 1 and grid[k - 1] in targets:
             v_open = cash
@@ -129,8 +136,13 @@ def reference_backtest(
                     continue
                 target = targets[grid[k - 1]][s]
                 b = bar.get((s, ts))
-                dollar_vol = b[2] * b[0] if b is not None else 0.0
-                blocked = b is None or (dollar_vol == 0 and (costs.max_participation is not None or costs.impact_k > 0))
+                dollar_vol = b[2] * b[0] if b is not None else 0.0  # the execution bar's: the cap
+                avg_dv = adv(s, k - 1)  # the decision bar's trailing mean: impact
+                blocked = (
+                    b is None
+                    or (dollar_vol == 0 and (costs.max_participation is not None or costs.impact_k > 0))
+                    or (avg_dv == 0 and costs.impact_k > 0)
+                )
                 if not blocked:
                     price = b[0]  # type: ignore[index]
                     desired = target * v_open
@@ -144,12 +156,14 @@ def reference_backtest(
                         size = abs(filled)
                         fee = size * fee_rate
                         slip = size * (costs.half_spread + costs.vol_k * sig)
-                        imp = size * costs.impact_k * sig * math.sqrt(size / dollar_vol) if costs.impact_k > 0 else 0.0
+                        imp = size * costs.impact_k * sig * math.sqrt(size / avg_dv) if costs.impact_k > 0 else 0.0
                         before = units[s]
                         units[s] = desired / price if filled == wanted else units[s] + filled / price
                         cash -= filled + fee + slip + imp
                         fees, slips, imps = fees + fee, slips + slip, imps + imp
                         traded_total += size
+                        n_fills += 1
+                        n_capped += filled != wanted
                         trades.append(
                             {
                                 "symbol": s,
@@ -208,7 +222,13 @@ def reference_backtest(
             }
         )
         turnover.append(
-            {"ts": ts, "traded_notional": traded_total, "turnover": traded_total / v_open if traded_total > 0 else 0.0}
+            {
+                "ts": ts,
+                "traded_notional": traded_total,
+                "turnover": traded_total / v_open if traded_total > 0 else 0.0,
+                "fills": n_fills,
+                "capped_fills": n_capped,
+            }
         )
     # orders decided at the last bar never execute
     if grid[-1] in targets:
@@ -235,7 +255,14 @@ def reference_backtest(
             schema={"ts": ts_type, **{c: pl.Float64 for c in ("fees", "slippage", "impact", "funding", "total")}},
         ),
         "turnover": pl.DataFrame(
-            turnover, schema={"ts": ts_type, "traded_notional": pl.Float64, "turnover": pl.Float64}
+            turnover,
+            schema={
+                "ts": ts_type,
+                "traded_notional": pl.Float64,
+                "turnover": pl.Float64,
+                "fills": pl.Int64,
+                "capped_fills": pl.Int64,
+            },
         ),
         "total_turnover": sum(r["turnover"] for r in turnover),
         "trades": pl.DataFrame(

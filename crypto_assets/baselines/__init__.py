@@ -8,6 +8,7 @@ from crypto_assets.baselines.panel import WEIGHT_SCHEMA, Panel, build_panel
 from crypto_assets.baselines.rules import (
     BASELINES,
     BaselineFn,
+    baseline_params,
     buy_and_hold,
     equal_weight,
     lookback_bars,
@@ -21,6 +22,7 @@ __all__ = [
     "WEIGHT_SCHEMA",
     "BaselineFn",
     "Panel",
+    "baseline_params",
     "build_panel",
     "buy_and_hold",
     "equal_weight",

@@ -170,7 +170,7 @@ def schedule_mask(panel: Panel, start: dt.datetime, end: dt.datetime, every: int
     """Rebalance bars inside [start, end): every `every` bars counted from `start` (by time, so a missing grid
     row does not shift the schedule), plus the window's first bar so a strategy always enters at once."""
     if every < 1:
-        raise ValueError(f"rebalance_every_bars must be ≥ 1, got {every}")
+        raise ValueError(f"rebalance_every must be ≥ 1 bar, got {every}")
     inside = panel.window_mask(start, end)
     steps = (panel.ts_us - epoch_us(start, "start")) // panel.bar_us
     mask = inside & (steps % every == 0)

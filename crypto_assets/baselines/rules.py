@@ -13,6 +13,11 @@ backtest engine at the OPEN of the next bar. Rows are emitted only on rebalance 
 that has a bar there, 0 = flat); between them there is no row, which the engine reads as "no order": the
 position is held and its weight drifts (§3.3). Fewer orders = less turnover from re-trimming drift.
 
+Lookbacks and schedules (`fast`, `slow`, `vol_window`, `rebalance_every`) are durations such as `"10d"`, converted
+to bars of the panel's bar length (so a 15m and a 1h run mean the same 10 days), or plain ints counted in bars.
+The defaults are the config's `baseline_settings` defaults: rebalance daily, trend SMAs of 10 and 50 days, a
+30-day volatility window.
+
 Causality: the weight at t is a function of closes ≤ t only; truncating the bars after t leaves every
 emitted row at or before t bit-identical (tested). Rebalance schedules count bars from `start`, so they do
 not depend on where the data ends.
@@ -21,7 +26,7 @@ not depend on where the data ends.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -37,9 +42,27 @@ from crypto_assets.baselines.panel import (
     schedule_mask,
     to_weights,
 )
+from crypto_assets.timeframes import parse_duration, timeframe_us
 
 BaselineFn = Callable[..., pl.DataFrame]
 BTC = "BTC/USDT"
+Span = int | str
+"""A lookback or schedule: a duration string (`"10d"`, `"24h"`) or a whole number of bars."""
+FAST, SLOW, VOL_WINDOW, REBALANCE = "10d", "50d", "30d", "1d"
+
+
+def span_bars(value: Span, bar_us: int, key: str) -> int:
+    """Bars in `value`: a duration string converted with the bar length (refused naming `key` when not a whole
+    number of bars), or an int taken as bars."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{key} must be a duration string like '10d' or a number of bars, got {value!r}")
+    if isinstance(value, int):
+        return value
+    span = parse_duration(value, key)
+    bar = dt.timedelta(microseconds=bar_us)
+    if span % bar:
+        raise ValueError(f"{key} = {value!r} is not a whole number of {bar} bars")
+    return span // bar
 
 
 def _state_changed(state: np.ndarray) -> np.ndarray:
@@ -98,14 +121,15 @@ def equal_weight(
     bars: pl.DataFrame,
     start: dt.datetime,
     end: dt.datetime,
-    rebalance_every_bars: int = 24,
+    rebalance_every: Span = REBALANCE,
     timeframe: str | None = None,
 ) -> pl.DataFrame:
-    """1/N across the symbols listed at the rebalance bar, rebalanced every `rebalance_every_bars` bars from
-    `start` (and at the window's first bar). A symbol that lists between rebalances gets its first weight at
-    the next rebalance; before its listing it has no row at all."""
+    """1/N across the symbols listed at the rebalance bar, rebalanced every `rebalance_every` from `start` (and
+    at the window's first bar). A symbol that lists between rebalances gets its first weight at the next
+    rebalance; before its listing it has no row at all."""
     panel = build_panel(bars, timeframe)
-    return to_weights(panel, _equal_dense(panel), schedule_mask(panel, start, end, rebalance_every_bars))
+    every = span_bars(rebalance_every, panel.bar_us, "rebalance_every")
+    return to_weights(panel, _equal_dense(panel), schedule_mask(panel, start, end, every))
 
 
 # ---------------------------------------------------------------------------------------------- trend
@@ -165,12 +189,12 @@ def trend_following(
     bars: pl.DataFrame,
     start: dt.datetime,
     end: dt.datetime,
-    fast: int = 24 * 10,
-    slow: int = 24 * 50,
-    vol_window: int = 24 * 30,
+    fast: Span = FAST,
+    slow: Span = SLOW,
+    vol_window: Span = VOL_WINDOW,
     vol_min_periods: int | None = None,
     risk_budget: Literal["inverse_vol", "equal"] = "inverse_vol",
-    rebalance_every_bars: int = 24,
+    rebalance_every: Span = REBALANCE,
     timeframe: str | None = None,
 ) -> pl.DataFrame:
     """Moving-average crossover per symbol: long when SMA(close, fast) > SMA(close, slow) at the close of t,
@@ -182,15 +206,16 @@ def trend_following(
     (σ = std of close-to-close simple returns, ddof=1), sleeves summing to 1; `risk_budget="equal"` uses 1/N.
     A long symbol holds its sleeve, a flat one leaves it in cash, so gross ≤ 1.
 
-    Orders: the full target vector is emitted every `rebalance_every_bars` bars from `start` and, in between,
+    Orders: the full target vector is emitted every `rebalance_every` from `start` and, in between,
     at any bar where a symbol's state changes (enters / exits / becomes tradable), so a crossover is acted on
     at the next open rather than up to a day late.
     """
     panel = build_panel(bars, timeframe)
-    weights, state = _trend_dense(
-        panel, fast, slow, vol_window, _default_min_periods(vol_window, vol_min_periods), risk_budget
-    )
-    emit = _emit_mask(panel, state, start, end, rebalance_every_bars)
+    fast_n, slow_n = span_bars(fast, panel.bar_us, "fast"), span_bars(slow, panel.bar_us, "slow")
+    vol_n = span_bars(vol_window, panel.bar_us, "vol_window")
+    min_periods = _default_min_periods(vol_n, vol_min_periods)
+    weights, state = _trend_dense(panel, fast_n, slow_n, vol_n, min_periods, risk_budget)
+    emit = _emit_mask(panel, state, start, end, span_bars(rebalance_every, panel.bar_us, "rebalance_every"))
     return to_weights(panel, weights, emit)
 
 
@@ -203,11 +228,11 @@ def vol_targeted(
     end: dt.datetime,
     base: Literal["trend", "equal"] = "trend",
     target_vol: float = 0.4,
-    vol_window: int = 24 * 30,
+    vol_window: Span = VOL_WINDOW,
     max_leverage: float = 1.0,
     periods_per_year: float | None = None,
     vol_min_periods: int | None = None,
-    rebalance_every_bars: int = 24,
+    rebalance_every: Span = REBALANCE,
     timeframe: str | None = None,
     **base_params: Any,
 ) -> pl.DataFrame:
@@ -224,12 +249,13 @@ def vol_targeted(
     `max_leverage`; when σ_p is 0 the cap alone applies. A symbol with a base weight but fewer than
     `vol_min_periods` returns has no risk estimate and gets weight 0 (no estimate, no position).
 
-    Orders: every `rebalance_every_bars` bars from `start`, and whenever the base's state changes.
+    Orders: every `rebalance_every` from `start`, and whenever the base's state changes.
     `base_params` go to the base (`fast`, `slow`, `risk_budget` for trend).
     """
     if target_vol <= 0 or max_leverage <= 0:
         raise ValueError(f"target_vol and max_leverage must be > 0, got {target_vol}, {max_leverage}")
     panel = build_panel(bars, timeframe)
+    vol_window = span_bars(vol_window, panel.bar_us, "vol_window")
     min_periods = _default_min_periods(vol_window, vol_min_periods)
     if base == "trend":
         allowed = {"fast", "slow", "risk_budget"}
@@ -238,8 +264,8 @@ def vol_targeted(
             raise ValueError(f"unknown trend parameters {sorted(unknown)}; allowed: {sorted(allowed)}")
         base_w, state = _trend_dense(
             panel,
-            base_params.get("fast", 24 * 10),
-            base_params.get("slow", 24 * 50),
+            span_bars(base_params.get("fast", FAST), panel.bar_us, "fast"),
+            span_bars(base_params.get("slow", SLOW), panel.bar_us, "slow"),
             vol_window,
             min_periods,
             base_params.get("risk_budget", "inverse_vol"),
@@ -260,7 +286,7 @@ def vol_targeted(
         cap = np.where(gross > 0, max_leverage / gross, 0.0)
         scale = np.where(sigma_p > 0, np.minimum(target_vol / sigma_p, cap), cap)
     weights = np.where(panel.has_bar, w * scale[:, None], np.nan)
-    emit = _emit_mask(panel, state, start, end, rebalance_every_bars)
+    emit = _emit_mask(panel, state, start, end, span_bars(rebalance_every, panel.bar_us, "rebalance_every"))
     return to_weights(panel, weights, emit)
 
 
@@ -281,13 +307,42 @@ BASELINES: dict[str, BaselineFn] = {
 `symbol, ts, weight`. Pass the experiment's timeframe: it fixes the bar length for schedules and P."""
 
 
-def lookback_bars(name: str, **params: Any) -> int:
-    """Bars of history the caller should pass before `start` so the first bar of the window is fully warmed
-    up (both SMAs full, a full `vol_window` of returns). Less history is allowed: signals then start later."""
+def lookback_bars(name: str, timeframe: str = "1h", **params: Any) -> int:
+    """Bars of `timeframe` of history the caller should pass before `start` so the first bar of the window is
+    fully warmed up (both SMAs full, a full `vol_window` of returns). Less history is allowed: signals then
+    start later."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(BASELINES)}")
     if name in ("buy_and_hold_btc", "equal_weight"):
         return 0
-    slow = int(params.get("slow", 24 * 50))
-    vol_window = int(params.get("vol_window", 24 * 30))
+    bar_us = timeframe_us(timeframe)
+    slow = span_bars(params.get("slow", SLOW), bar_us, "slow")
+    vol_window = span_bars(params.get("vol_window", VOL_WINDOW), bar_us, "vol_window")
     return max(slow - 1, vol_window)  # a full vol_window of returns needs vol_window + 1 closes
+
+
+# config `baseline_settings` key → keyword of each baseline that takes it
+SETTINGS_KEYWORDS: dict[str, dict[str, str]] = {
+    "buy_and_hold_btc": {},
+    "equal_weight": {"rebalance_every": "rebalance_every"},
+    "trend_following": {
+        "rebalance_every": "rebalance_every",
+        "trend_fast": "fast",
+        "trend_slow": "slow",
+        "vol_window": "vol_window",
+    },
+    "vol_targeted_trend": {
+        "rebalance_every": "rebalance_every",
+        "trend_fast": "fast",
+        "trend_slow": "slow",
+        "vol_window": "vol_window",
+        "target_vol": "target_vol",
+    },
+}
+
+
+def baseline_params(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of baseline `name` from the config's `baseline_settings` (as a dict)."""
+    if name not in SETTINGS_KEYWORDS:
+        raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(SETTINGS_KEYWORDS)}")
+    return {kw: settings[key] for key, kw in SETTINGS_KEYWORDS[name].items() if key in settings}

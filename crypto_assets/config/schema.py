@@ -10,9 +10,9 @@ import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from crypto_assets.timeframes import TIMEFRAMES
+from crypto_assets.timeframes import TIMEFRAMES, duration_bars, parse_duration
 
 Timeframe = Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d"]
 assert set(Timeframe.__args__) == set(TIMEFRAMES)  # type: ignore[attr-defined]
@@ -56,6 +56,21 @@ CalendarDate = Annotated[dt.date, BeforeValidator(_calendar_date)]
 """A day, written YYYY-MM-DD in YAML (quoted or not)."""
 
 
+def _duration(value: object) -> object:
+    """A span written with its unit (`24h`, `7d`); a bare number is refused: it would silently mean bars of
+    whatever timeframe the experiment has. The loader puts the key path in front of the message."""
+    try:
+        parse_duration(value, "@")  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("@ ")) from None
+    return value
+
+
+Duration = Annotated[str, BeforeValidator(_duration)]
+"""A duration string: a whole number and a unit m, h, d or w (`90m`, `24h`, `30d`, `2w`), converted to bars of
+the experiment's timeframe (it must be a whole number of them), so 5m, 15m and 1h runs mean the same span."""
+
+
 class ExperimentSection(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     """Experiment name; its storage lives under `<storage_dir>/<name>/`."""
@@ -65,6 +80,9 @@ class ExperimentSection(StrictModel):
     """Root seed: every random stream derives from (seed, asset, partition)."""
     storage_dir: str = "storage"
     """Root of everything runs write; relative paths resolve against the project root."""
+    capital: Annotated[float, Field(gt=0, le=1e12)] = 100_000.0
+    """Starting value in quote currency (USDT) of every backtest, stitched run and RL environment. Impact and
+    the participation cap depend on absolute size: a 1-unit portfolio would make them vanish (DESIGN.md §3.3)."""
 
 
 class DefectsSection(StrictModel):
@@ -293,12 +311,18 @@ class CostsSection(StrictModel):
     maker_fee: Annotated[float, Field(ge=0, le=0.1)] = 0.001
     half_spread: Annotated[float, Field(ge=0, le=0.1)] = 0.0001
     vol_k: Annotated[float, Field(ge=0, le=10)] = 0.02
-    """Slippage per unit of σ (std of the last `vol_window` close-to-close returns)."""
-    vol_window: Annotated[int, Field(ge=2, le=10_000)] = 24
+    """Slippage per unit of σ (std, ddof 1, of the close-to-close returns in `vol_window` up to the decision bar)."""
+    vol_window: Duration = "24h"
+    """Span of the returns in σ, at least 2 bars (`24h`: 24 bars at 1h, 96 at 15m)."""
+    adv_window: Duration = "7d"
+    """Span of the trailing mean dollar volume ADV = mean(volume × close) per bar, up to and including the decision
+    bar, that impact divides by. `7d`: a whole week (weekend lull and intraday cycle in their right proportions),
+    recent enough to follow crypto's volume regimes, and only a week of history needed before a fold."""
     impact_k: Annotated[float, Field(ge=0, le=100)] = 0.5
-    """Square-root impact: impact_k × σ × √(|notional| / dollar volume of the execution bar)."""
+    """Square-root impact on the filled notional: impact_k × σ × √(|filled| / ADV)."""
     max_participation: Annotated[float, Field(gt=0, le=1)] | None = 0.05
-    """Fills capped at this fraction of the execution bar's dollar volume; null = no cap."""
+    """Fills capped at this fraction of the execution bar's dollar volume (volume × open: the fill's capacity);
+    the rest is cancelled and reported; null = no cap."""
     allow_short: bool = False
     max_leverage: Annotated[float, Field(gt=0, le=10)] = 1.0
     funding_rate_8h: Annotated[float, Field(ge=0, le=0.1)] = 0.0
@@ -306,6 +330,30 @@ class CostsSection(StrictModel):
 
 
 BaselineName = Literal["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
+
+
+class BaselineSettings(StrictModel):
+    """Lookbacks and schedule of the rule-based baselines (crypto_assets.baselines.rules), as durations."""
+
+    rebalance_every: Duration = "1d"
+    """equal_weight, trend_following, vol_targeted_trend: full target vector every this long (trend ones also
+    trade in between when a signal changes)."""
+    trend_fast: Duration = "10d"
+    """Fast SMA of the trend baselines."""
+    trend_slow: Duration = "50d"
+    """Slow SMA of the trend baselines (longer than trend_fast)."""
+    vol_window: Duration = "30d"
+    """Trailing window of the returns behind the inverse-vol sleeves and the volatility target."""
+    target_vol: Annotated[float, Field(gt=0, le=10)] = 0.4
+    """vol_targeted_trend: annualised volatility target of the portfolio."""
+
+    @model_validator(mode="after")
+    def _fast_before_slow(self) -> BaselineSettings:
+        if parse_duration(self.trend_fast) >= parse_duration(self.trend_slow):
+            raise ValueError(
+                f"trend_fast ({self.trend_fast}) must be shorter than trend_slow ({self.trend_slow})"
+            )
+        return self
 
 
 class ConstraintsSection(StrictModel):
@@ -418,5 +466,24 @@ class ExperimentConfig(StrictModel):
     costs: CostsSection = CostsSection()
     baselines: list[BaselineName] = ["buy_and_hold_btc", "equal_weight", "trend_following", "vol_targeted_trend"]
     """Rule-based strategies evaluated next to the models."""
+    baseline_settings: BaselineSettings = BaselineSettings()
+    """Their lookbacks (durations) and volatility target."""
     constraints: ConstraintsSection = ConstraintsSection()
     models: ModelsSection = ModelsSection()
+
+    @field_validator("costs", "baseline_settings")
+    @classmethod
+    def _whole_bars(cls, section: CostsSection | BaselineSettings, info: ValidationInfo) -> StrictModel:
+        """Every duration of the section is a whole number of bars of data.timeframe (σ needs 2 or more)."""
+        data = info.data.get("data")
+        if data is None:  # data itself failed: that error is reported already
+            return section
+        for key in ("vol_window", "adv_window", "rebalance_every", "trend_fast", "trend_slow"):
+            if key in type(section).model_fields:
+                bars = duration_bars(getattr(section, key), data.timeframe, f"{info.field_name}.{key}")
+                if info.field_name == "costs" and key == "vol_window" and bars < 2:
+                    raise ValueError(
+                        f"costs.vol_window = {section.vol_window!r} is {bars} bar of {data.timeframe}: σ needs at "
+                        "least 2 returns"
+                    )
+        return section

@@ -23,15 +23,17 @@ COST_COLUMNS = ("fees", "slippage", "impact", "funding")
 
 
 def per_bar_results(result: BacktestResult, strategy: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
-    """One engine run cut to [start, end): `strategy, ts, equity, return, <costs>, cost, turnover,
-    gross_exposure`. Equity is rebased to 1 at the window's first bar; costs and turnover are fractions
-    of the portfolio value at the window's start (initial value 1)."""
+    """One engine run cut to [start, end): `strategy, ts, value, equity, return, <costs>, cost, turnover,
+    gross_exposure, fills, capped_fills`. `value` is the portfolio value in quote currency (the run starts at
+    the experiment's capital); equity is it rebased to 1 at the window's first bar; costs and turnover are
+    fractions of the portfolio value at the window's start; fills / capped_fills count the bar's fills and
+    those the participation cap cut short."""
     window = (pl.col("ts") >= start) & (pl.col("ts") < end)
     exposure = result.positions.group_by("ts").agg(pl.col("weight").abs().sum().alias("gross_exposure"))
     frame = (
         result.returns.join(result.costs, on="ts", how="left")
         .join(result.equity.select("ts", "value"), on="ts", how="left")
-        .join(result.turnover.select("ts", "turnover"), on="ts", how="left")
+        .join(result.turnover.select("ts", "turnover", "fills", "capped_fills"), on="ts", how="left")
         .join(exposure, on="ts", how="left")
         .filter(window)
         .sort("ts")
@@ -43,12 +45,15 @@ def per_bar_results(result: BacktestResult, strategy: str, start: dt.datetime, e
     return frame.select(
         pl.lit(strategy).alias("strategy"),
         "ts",
+        "value",
         (pl.col("value") / base).alias("equity"),
         "return",
         *[(pl.col(c) / base).alias(c) for c in COST_COLUMNS],
         (pl.col("total") / base).alias("cost"),
         pl.col("turnover").fill_null(0.0),
         pl.col("gross_exposure").fill_null(0.0),
+        pl.col("fills").fill_null(0),
+        pl.col("capped_fills").fill_null(0),
     )
 
 
@@ -71,8 +76,10 @@ def kpi_rows(
 ) -> list[dict[str, object]]:
     """KPI rows, one per strategy in `per_bar` (a fold's test window or the stitched run).
 
-    Beyond `compute_kpis`: turnover (Σ per-bar turnover), total costs and their split, cost share,
-    exposure (mean gross exposure) and time in market, probabilistic Sharpe (vs 0) and the deflated
+    Beyond `compute_kpis`: the capital (portfolio value in quote currency at the start of the scope) and the
+    final value, turnover (Σ per-bar turnover), total costs and their split, cost share, the share of fills
+    the participation cap cut short (NaN without fills), exposure (mean gross exposure) and time in market,
+    probabilistic Sharpe (vs 0) and the deflated
     Sharpe over the strategies in this scope (n_trials = their count, variance of their per-bar
     Sharpes; NaN for one strategy), and pass / fail against the constraints."""
     rows: list[dict[str, object]] = []
@@ -88,10 +95,17 @@ def kpi_rows(
         per_bar_sharpes[name] = float(np.mean(r)) / sd if sd and sd > 0 else math.nan
         costs = {f"cost_{c}": float(group[c].sum()) for c in COST_COLUMNS}
         passed = kpis["max_drawdown"] <= max_drawdown_limit and kpis["sharpe"] >= min_sharpe
+        capital = math.nan
+        if "value" in group.columns:  # the value before the first bar's return: where the scope started
+            capital = float(group["value"][0]) / (1.0 + float(r[0]))
+        fills = int(group["fills"].sum()) if "fills" in group.columns else 0
+        capped = int(group["capped_fills"].sum()) if "capped_fills" in group.columns else 0
         rows.append(
             {
                 "scope": scope,
                 "strategy": name,
+                "capital": capital,
+                "final_value": capital * float(group["equity"][-1]),
                 "start": group["ts"].min(),
                 "end": group["ts"].max(),
                 **kpis,
@@ -99,6 +113,8 @@ def kpi_rows(
                 "total_cost": float(group["cost"].sum()),
                 **costs,
                 "cost_share": _cost_share(group["cost"].to_numpy(), float(group["equity"][-1])),
+                "fills": fills,
+                "capped_share": capped / fills if fills else math.nan,
                 "exposure": float(group["gross_exposure"].mean()),  # type: ignore[arg-type]
                 "time_in_market": float((group["gross_exposure"] > 1e-9).mean()),  # type: ignore[arg-type]
                 "psr": probabilistic_sharpe(r) if r.size > 2 else math.nan,

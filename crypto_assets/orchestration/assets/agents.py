@@ -18,10 +18,13 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
     spec = fold_spec(experiment)
     folds = fold_partitions(experiment.data, spec)
     timeframe = experiment.data.timeframe
+    capital = experiment.experiment.capital
+    # the agent learns at the experiment's capital (impact and the cap depend on it): a new capital, a new agent
     version = (
         section_hash(experiment, "walk_forward", "costs")
         + "-"
         + fingerprint(experiment.models.ppo.model_dump(mode="json"))
+        + f"-capital={capital!r}"
     )
 
     @dg.multi_asset(
@@ -51,7 +54,7 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
         fold = context.partition_key
         params = PPOParams.from_section(experiment.models.ppo)
         costs = cost_model(experiment)
-        env_params = params.env_params()
+        env_params = params.env_params(initial_value=capital)
         run_seed = derive_seed(experiment.experiment.seed, AGENT, fold)
         train_data = EnvData.from_frames(fold_dataset, bars, split="train", timeframe=timeframe)
         test_data = EnvData.from_frames(

@@ -26,7 +26,7 @@ from crypto_assets.orchestration.partitions import (
     fold_partitions,
     fold_window_mapping,
 )
-from crypto_assets.timeframes import periods_per_year, timeframe_delta
+from crypto_assets.timeframes import duration_bars, parse_duration, periods_per_year, timeframe_delta
 
 if TYPE_CHECKING:
     from crypto_assets.backtest import CostModel
@@ -36,6 +36,7 @@ PREDICTIONS_PREFIX = "predictions_"
 KPI_COLUMNS = [
     "scope",
     "strategy",
+    "capital",
     "sharpe",
     "sortino",
     "max_drawdown",
@@ -44,6 +45,7 @@ KPI_COLUMNS = [
     "total_return",
     "turnover",
     "cost_share",
+    "capped_share",
     "exposure",
     "psr",
     "dsr",
@@ -72,9 +74,29 @@ def _fold_window(context: dg.AssetExecutionContext, spec: FoldSpec) -> FoldWindo
 
 
 def cost_model(experiment: ExperimentConfig) -> "CostModel":
+    """The engine's cost model of the experiment: the config's duration windows become bars of its timeframe."""
     from crypto_assets.backtest import CostModel  # numba-compiled: imported when a step needs it
 
-    return CostModel(**experiment.costs.model_dump())
+    section = experiment.costs.model_dump()
+    for key in ("vol_window", "adv_window"):
+        section[key] = duration_bars(section[key], experiment.data.timeframe, f"costs.{key}")
+    return CostModel(**section)
+
+
+def cost_lookback(experiment: ExperimentConfig) -> dt.timedelta:
+    """History the engine needs before a window's first decision bar: σ's and ADV's windows."""
+    costs = experiment.costs
+    return max(
+        parse_duration(costs.vol_window, "costs.vol_window"),
+        parse_duration(costs.adv_window, "costs.adv_window"),
+    )
+
+
+def baseline_settings(experiment: ExperimentConfig, name: str) -> dict[str, object]:
+    """Keyword arguments of baseline `name` from the config's `baseline_settings` (durations as written)."""
+    from crypto_assets.baselines import baseline_params
+
+    return baseline_params(name, experiment.baseline_settings.model_dump())
 
 
 def optional_out(code_version: str, description: str, io_manager_key: str = "warehouse_io") -> dg.AssetOut:
@@ -196,7 +218,8 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
         )
 
     def baseline_asset(name: str) -> dg.AssetsDefinition:
-        lookback = lookback_bars(name) * bar
+        params = baseline_settings(experiment, name)
+        lookback = lookback_bars(name, timeframe, **params) * bar
 
         @dg.asset(
             name=f"{STRATEGY_PREFIX}{name}",
@@ -208,7 +231,8 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
                     )
                 )
             },
-            code_version=section_hash(experiment, "data", "validation", "walk_forward") + f"-{name}",
+            code_version=section_hash(experiment, "data", "validation", "walk_forward", "baseline_settings")
+            + f"-{name}",
             io_manager_key="warehouse_io",
             group_name="strategies",
             kinds={"polars", "parquet"},
@@ -218,7 +242,7 @@ def build_research_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinit
             from crypto_assets.baselines import BASELINES
 
             window = _fold_window(context, spec)
-            weights = BASELINES[name](bars, window.test_start, window.test_end, timeframe=timeframe)
+            weights = BASELINES[name](bars, window.test_start, window.test_end, timeframe=timeframe, **params)
             out = weights.with_columns(fold=pl.lit(window.key))
             return dg.Output(out, metadata={"orders": out.height, "symbols": out["symbol"].n_unique()})
 
@@ -241,7 +265,6 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
     order), walk-forward stitching and the KPI tables."""
     data = experiment.data
     timeframe = data.timeframe
-    bar = timeframe_delta(timeframe)
     spec = fold_spec(experiment)
     folds = fold_partitions(experiment.data, spec)
     strategy_ins = {key.path[-1]: dg.AssetIn(key=key) for key in strategies}
@@ -249,14 +272,25 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
     all_folds = {STORED_PARTITIONS_ONLY: True}
     report_strategy_ins = {key.path[-1]: dg.AssetIn(key=key, metadata=all_folds) for key in strategies}
     names = {key.path[-1]: strategy_name(key) for key in strategies}
-    costs_version = section_hash(experiment, "data", "validation", "features", "walk_forward", "baselines", "costs")
+    capital = experiment.experiment.capital
+    # the capital changes every fill; the rest of `experiment` (name, seed, gpu) changes no backtest
+    costs_version = (
+        section_hash(
+            experiment, "data", "validation", "features", "walk_forward", "baselines", "baseline_settings", "costs"
+        )
+        + f"-capital={capital!r}"
+    )
+    # σ and ADV look back from the first decision bar: read whole months that surely contain their windows
+    cost_months = max(1, _months_covering(cost_lookback(experiment)))
 
     @dg.multi_asset(
         can_subset=True,
         partitions_def=folds,
         ins={
             "bars": dg.AssetIn(
-                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=spec.test_months - 1)
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-cost_months, end_offset=spec.test_months - 1
+                )
             ),
             **strategy_ins,
         },
@@ -281,7 +315,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         per_bar, orders, trips = [], [], []
         for asset_name, weights in sorted(strategies.items()):
             strategy = names[asset_name]
-            result = run_backtest(bars, order_rows(weights), costs, timeframe=timeframe)
+            result = run_backtest(bars, order_rows(weights), costs, initial_value=capital, timeframe=timeframe)
             per_bar.append(per_bar_results(result, strategy, window.test_start, window.test_end))
             tag = [pl.lit(strategy).alias("strategy"), pl.lit(window.key).alias("fold")]
             orders.append(result.weights.with_columns(tag))
@@ -303,8 +337,19 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
             dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="trades"),
         )
 
-    report_version = section_hash(
-        experiment, "data", "validation", "features", "walk_forward", "baselines", "costs", "constraints"
+    report_version = (
+        section_hash(
+            experiment,
+            "data",
+            "validation",
+            "features",
+            "walk_forward",
+            "baselines",
+            "baseline_settings",
+            "costs",
+            "constraints",
+        )
+        + f"-capital={capital!r}"
     )
 
     @dg.multi_asset(
@@ -326,7 +371,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
         spans = stitch_months(windows, spec.step_months)
         first, last = min(s for s, _ in spans.values()), max(e for _, e in spans.values())
         costs = cost_model(experiment)
-        history = bars.filter((pl.col("ts") >= first - costs.vol_window * bar) & (pl.col("ts") < last))
+        history = bars.filter((pl.col("ts") >= first - cost_lookback(experiment)) & (pl.col("ts") < last))
         per_bar, trips = [], []
         for asset_name, weights in sorted(strategies.items()):
             strategy = names[asset_name]
@@ -339,7 +384,7 @@ def build_evaluation_assets(experiment: ExperimentConfig, strategies: list[dg.As
                     for key, (s, e) in spans.items()
                 ]
             )
-            result = run_backtest(history, order_rows(stitched), costs, timeframe=timeframe)
+            result = run_backtest(history, order_rows(stitched), costs, initial_value=capital, timeframe=timeframe)
             per_bar.append(per_bar_results(result, strategy, first, last))
             trips.append(result.round_trips.with_columns(strategy=pl.lit(strategy)))
         yield from selected_outputs(
