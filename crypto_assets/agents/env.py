@@ -6,8 +6,8 @@ Data
 <robust-z-scored features>, vol_regime_code, trend_regime_code, label_*, split`) into dense arrays over the
 split's bar grid: features (T, N, F) as float32 with NaN → 0 (warm-up nulls, symbols not listed yet), and the
 benchmark's causal regime codes (T, 2). `bars` (long `symbol, ts, open, close, volume`) may reach back before
-the split: the cost model's σ then has its lookback at the split's first bars, exactly as `run_backtest` on
-the same bars computes it. Symbols default to every symbol of the whole fold frame, so the train and test
+the split: the cost model's σ and ADV then have their lookbacks at the split's first bars, exactly as
+`run_backtest` on the same bars computes them (with less history they average the bars there are). Symbols default to every symbol of the whole fold frame, so the train and test
 environments of a fold share one observation and action shape. `test.preceded_by(train, window − 1)` gives the
 test split the last train feature rows as look-back, so its replay decides from the first test bar on.
 
