@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crypto_assets.config.schema import SyntheticSection
+from crypto_assets.config.schema import DefectsSection, SyntheticSection
 from crypto_assets.sources.base import RAW_SCHEMA
 from crypto_assets.sources.synthetic import SyntheticSource, symbol_beta
 from crypto_assets.timeframes import periods_per_year, timeframe_delta
@@ -261,9 +261,10 @@ def injected(clean: pl.DataFrame, defective: pl.DataFrame) -> dict[str, pl.DataF
 
 @pytest.fixture(scope="module")
 def defect_year() -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One year of 1h bars for three symbols, without and with defects (same seed)."""
-    clean = source(seed=13).fetch(SYMBOLS, "1h", *YEAR)
-    return clean, source(seed=13, defects=DEFECTS).fetch(SYMBOLS, "1h", *YEAR)
+    """One year of 1h bars for three symbols, without and with defects (same seed). Crashes are frequent:
+    wicks must stand out when the market's volatility is at its highest too."""
+    clean = source(seed=13, crash_rate_per_year=4.0).fetch(SYMBOLS, "1h", *YEAR)
+    return clean, source(seed=13, crash_rate_per_year=4.0, defects=DEFECTS).fetch(SYMBOLS, "1h", *YEAR)
 
 
 def test_defects_change_only_what_they_say(defect_year: tuple[pl.DataFrame, pl.DataFrame]) -> None:
@@ -286,7 +287,7 @@ def test_defects_change_only_what_they_say(defect_year: tuple[pl.DataFrame, pl.D
     ratio = ratio.select(pl.col("volume_right") / pl.col("volume"))["volume_right"]
     assert 1e-4 * 0.999 <= ratio.min() and ratio.max() <= 1e-3 * 1.001
     # Off by default: the default section injects nothing.
-    assert source(seed=13, defects={}).fetch(SYMBOLS, "1h", *YEAR).equals(clean)
+    assert source(seed=13, crash_rate_per_year=4.0, defects={}).fetch(SYMBOLS, "1h", *YEAR).equals(clean)
 
 
 def test_defects_are_seeded_and_the_same_in_any_slicing() -> None:
@@ -334,3 +335,35 @@ def test_validation_finds_every_injected_defect_where_it_was_injected(
     # Without defects the same market passes every rule.
     clean_report = validate_bars(clean, "1h", ValidationSection(), span_start=YEAR[0], span_end=YEAR[1])
     assert all(r.passed for r in clean_report.results)
+
+
+def test_the_demo_config_injects_defects_that_validation_flags_all_of() -> None:
+    """configs/demo.yaml turns the defects on so that `bars`' checks show failure samples: each one is
+    found there, at the bars where it was injected (in its crash-heavy market too)."""
+    from pathlib import Path
+
+    from crypto_assets.config import load_config
+    from crypto_assets.sources.factory import data_anchor, make_source
+    from crypto_assets.validation import validate_bars
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    assert config.data.synthetic.defects.any
+    assert config.data.end is not None
+    anchor = data_anchor(config)
+    end = dt.datetime.combine(config.data.end, dt.time(), tzinfo=UTC) + dt.timedelta(days=1)
+    defective = make_source(config).fetch(config.data.tickers, config.data.timeframe, anchor, end)
+    params = config.data.synthetic.model_copy(update={"defects": DefectsSection()})
+    clean = SyntheticSource(params, seed=config.experiment.seed, anchor=anchor).fetch(
+        config.data.tickers, config.data.timeframe, anchor, end
+    )
+    found = injected(clean, defective)
+    report = validate_bars(defective, config.data.timeframe, config.validation, span_start=anchor, span_end=end)
+    assert report.bars is not None
+    flagged = report.bars.filter(pl.col("is_wick_outlier")).select("symbol", "ts")
+    assert flagged.equals(found["wicks"].filter(pl.col("ts") >= anchor + dt.timedelta(hours=25)).sort("symbol", "ts"))
+    assert report.bars.filter(pl.col("is_filled")).select("symbol", "ts").equals(found["missing"].sort("symbol", "ts"))
+    thin_days = found["thin"].select("symbol", pl.col("ts").dt.truncate("1d")).unique().sort("symbol", "ts")
+    illiquid = report.bars.filter(pl.col("is_illiquid")).select("symbol", pl.col("ts").dt.truncate("1d")).unique()
+    assert illiquid.sort("symbol", "ts").equals(thin_days)
+    assert min(found["wicks"].height, found["missing"].height, thin_days.height) > 0
+    assert not any(r.passed for r in report.results if r.name in ("continuity", "wick_outliers", "liquidity"))

@@ -94,8 +94,8 @@ class DefectsSection(StrictModel):
     """Exchange maintenance: a few consecutive bars (mean 1.5 h, at most 12 h) missing for every symbol at
     once, as in Binance's archives."""
     wick_artifacts_per_year: Annotated[float, Field(ge=0, le=365)] = 0.0
-    """Per symbol: a lone spike in one bar's high or low, 30-60 × the bar's volatility (capped at a 50%
-    log move) that no other symbol shares."""
+    """Per symbol: a lone spike in one bar's high or low, 30-60 × the bar's volatility (a log move of at
+    most 1) that no other symbol shares."""
     illiquid_days_per_year: Annotated[float, Field(ge=0, le=365)] = 0.0
     """Per symbol: a UTC day whose volume collapses to 0.01-0.1% of normal."""
 

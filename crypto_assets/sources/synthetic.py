@@ -58,7 +58,7 @@ Defects (`data.synthetic.defects`, all off by default), so that validation has s
   opens at the unpublished bar's close, so the gap also hides a price move.
 - Wick artifacts (`wick_artifacts_per_year`, per symbol): one bar's high (or low, at random) is pushed
   out to max(open, close) · exp(+m · s) (or min(open, close) · exp(-m · s)), m uniform in 30-60 and
-  m · s at most 0.5: a lone spike of one symbol that the market does not share.
+  m · s at most 1: a lone spike of one symbol that the market does not share.
 - Illiquid days (`illiquid_days_per_year`, per symbol): a whole UTC day (from 00:00, as the anchor is
   midnight) whose volume is multiplied by 10^U(-4, -3).
 
@@ -113,7 +113,7 @@ _DEFECT_KEY = 1  # third spawn-key word of the defect streams: (block, component
 _GAP_MEAN_HOURS = 1.5  # Binance's maintenance gaps: 32 bars in 15 gaps of BTC/USDT 1h over 2020-2025
 _GAP_MAX_HOURS = 12.0
 _SPIKE_SIGMAS = (30.0, 60.0)  # wick artifacts: far beyond validation's 12σ, and unshared by construction
-_SPIKE_MAX_LOG = 0.5
+_SPIKE_MAX_LOG = 1.0  # ×2.7 up or ×0.37 down; 0.5 hid spikes in crashes (realized σ of alts near 0.04/h)
 _ILLIQUID_LOG10 = (-4.0, -3.0)  # an illiquid day trades 0.01%-0.1% of its normal volume
 
 
