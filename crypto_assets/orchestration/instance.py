@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 from crypto_assets.config import ExperimentConfig
-from crypto_assets.paths import dagster_home
+from crypto_assets.paths import dagster_home, experiment_root
+from crypto_assets.storage.fingerprint import check_data_fingerprint, data_fingerprint
 
 GPU_POOL = "gpu"
 GPU_POOL_LIMIT = 1
@@ -19,7 +20,11 @@ INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 def prepare_instance(experiment: ExperimentConfig, config_path: str | Path) -> Path:
     """Create `storage/<experiment>/dagster_home` with the project's dagster.yaml, point DAGSTER_HOME
     and CRYPTO_ASSETS_CONFIG at it and the config, and put the `gpu` pool limit on the instance
-    (pool limits live in the instance's storage, not in dagster.yaml)."""
+    (pool limits live in the instance's storage, not in dagster.yaml).
+
+    First, refuse a config whose data differs from what the experiment already stores
+    (`DataMismatchError`, before anything is created or run); the first write records the fingerprint."""
+    check_data_fingerprint(experiment_root(experiment), data_fingerprint(experiment), record=False)
     home = dagster_home(experiment)
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -12,7 +13,10 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from crypto_assets.storage.warehouse import UNPARTITIONED_KEY, Warehouse, WarehouseError
+from crypto_assets.config import ExperimentConfig
+from crypto_assets.paths import experiment_root
+from crypto_assets.storage.fingerprint import DataFingerprint, check_data_fingerprint, data_fingerprint
+from crypto_assets.storage.warehouse import UNPARTITIONED_KEY, Warehouse, WarehouseError, Window
 
 ARTIFACT_CLASS_FILE = "artifact_class.txt"
 PARTITION_BY = "partition_by"
@@ -20,35 +24,52 @@ SPLIT_BY_TS = {PARTITION_BY: "ts"}  # asset metadata for time-partitioned data a
 STORED_PARTITIONS_ONLY = "stored_partitions_only"  # AssetIn metadata: read what exists, skip the rest
 
 
+FOLD_COLUMN = "fold"  # fold-partitioned tables carry their fold key in this column
+
+
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Stores each asset as warehouse table `<asset name>`, one file per partition.
 
     An asset whose definition metadata says `partition_by: ts` (the monthly data assets) is split by
-    partition window, so a single-run backfill over many months writes (and atomically replaces)
-    exactly one file per month; rows outside the run's windows are an error, never silently dropped.
-    Other partitioned assets (folds) store one frame per partition key.
+    partition window, so a single-run backfill over many months writes exactly one file per month, all
+    committed at once; rows outside the run's windows are an error, never silently dropped. Other
+    partitioned assets (folds) store one frame per partition key, and a `fold` column must equal it.
+    Reads check the same rules on every file. Before any write, the experiment's data fingerprint must
+    match this config's (crypto_assets.storage.fingerprint), so runs launched from the Dagster CLI or UI
+    cannot mix two datasets under one experiment name either.
     """
 
     storage_root: str
+    data_fingerprint: str = ""
+    """JSON of `DataFingerprint.fields` for this config; empty = no check (tests of the IO manager alone)."""
+
+    @classmethod
+    def for_experiment(cls, experiment: ExperimentConfig) -> WarehouseIOManager:
+        """The experiment's warehouse, guarded by its data fingerprint."""
+        fields = data_fingerprint(experiment).fields
+        return cls(storage_root=str(experiment_root(experiment)), data_fingerprint=json.dumps(fields))
 
     @property
     def warehouse(self) -> Warehouse:
         return Warehouse(self.storage_root)
 
+    def _check_fingerprint(self) -> None:
+        if self.data_fingerprint:
+            fields = json.loads(self.data_fingerprint)
+            check_data_fingerprint(self.storage_root, DataFingerprint(fields), record=True)
+
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         table = context.asset_key.path[-1]
+        self._check_fingerprint()
         if not context.has_asset_partitions:
             path = self.warehouse.write_partition(table, obj)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": obj.height})
             return
         keys = context.asset_partition_keys
-        partitions_def = context.asset_partitions_def
+        windows = None
         if (context.definition_metadata or {}).get(PARTITION_BY) == "ts":
-            assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
-            frames = {}
-            for key in keys:
-                window = partitions_def.time_window_for_partition_key(key)
-                frames[key] = obj.filter((pl.col("ts") >= window.start) & (pl.col("ts") < window.end))
+            windows = _windows(context.asset_partitions_def, keys)
+            frames = {key: obj.filter((pl.col("ts") >= s) & (pl.col("ts") < e)) for key, (s, e) in windows.items()}
             stray = obj.height - sum(frame.height for frame in frames.values())
             if stray:
                 raise ValueError(f"{table}: {stray} rows fall outside partitions {keys[0]}..{keys[-1]}")
@@ -56,7 +77,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             frames = {keys[0]: obj}
         else:
             raise ValueError(f"{table}: one frame for {len(keys)} partitions, and no `partition_by` to split it")
-        self.warehouse.write_partitions(table, frames)
+        key_column = None if windows is not None else FOLD_COLUMN
+        self.warehouse.write_partitions(table, frames, windows=windows, key_column=key_column)
         context.add_output_metadata(
             {"rows": obj.height, "partitions_written": len(frames), "table_dir": str(self.warehouse.table_dir(table))}
         )
@@ -65,16 +87,34 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         table = context.asset_key.path[-1]
         if not context.has_asset_partitions:
             frame = self.warehouse.read_partitions(table, [UNPARTITIONED_KEY])
-        elif (context.definition_metadata or {}).get(STORED_PARTITIONS_ONLY):
+            assert frame is not None  # missing="error" raises instead
+            return frame
+        keys = context.asset_partition_keys
+        upstream = context.upstream_output
+        by_ts = upstream is not None and (upstream.definition_metadata or {}).get(PARTITION_BY) == "ts"
+        checks: dict[str, Any] = (
+            {"windows": _windows(context.asset_partitions_def, keys)} if by_ts else {"key_column": FOLD_COLUMN}
+        )
+        if (context.definition_metadata or {}).get(STORED_PARTITIONS_ONLY):
             # A report over all folds reads the folds that were run; it checks itself that what it
             # needs is there (with step_months > 1 the off-step folds are never run).
-            frame = self.warehouse.read_partitions(table, context.asset_partition_keys, missing="skip")
+            frame = self.warehouse.read_partitions(table, keys, missing="skip", **checks)
             if frame is None:
                 raise WarehouseError(f"table {table!r} has no stored partition; materialize it first")
         else:
-            frame = self.warehouse.read_partitions(table, context.asset_partition_keys)
+            frame = self.warehouse.read_partitions(table, keys, **checks)
         assert frame is not None  # missing="error" raises instead
         return frame
+
+
+def _windows(partitions_def: dg.PartitionsDefinition | None, keys: list[str]) -> dict[str, Window]:
+    """Each monthly key's [start, end) window."""
+    assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition), partitions_def
+    windows = {}
+    for key in keys:
+        window = partitions_def.time_window_for_partition_key(key)
+        windows[key] = (window.start, window.end)
+    return windows
 
 
 class ModelArtifactIOManager(dg.ConfigurableIOManager):
