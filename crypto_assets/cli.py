@@ -133,7 +133,7 @@ def _print_summary(config: ExperimentConfig, *, with_kpis: bool = True) -> None:
     )
     if not with_kpis:  # a data-only experiment: no fold ran, so there is no KPI table to show
         with pl.Config(tbl_rows=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-            print(f"\nbars (warehouse {warehouse.db_path}; open with: duckdb -readonly {warehouse.db_path})")
+            print(f"\nbars (warehouse {warehouse.db_path}; open with: {warehouse.reader_command})")
             print(bars)
         return
     kpis = warehouse.query(
@@ -153,7 +153,7 @@ def _print_summary(config: ExperimentConfig, *, with_kpis: bool = True) -> None:
     with pl.Config(
         tbl_rows=200, tbl_cols=30, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=200
     ):
-        print(f"\nbars (warehouse {warehouse.db_path}; open with: duckdb -readonly {warehouse.db_path})")
+        print(f"\nbars (warehouse {warehouse.db_path}; open with: {warehouse.reader_command})")
         print(bars)
         print(
             f"\nstitched walk-forward KPIs at a capital of {config.experiment.capital:,.0f} (quote currency; "
@@ -223,8 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from crypto_assets.storage.fingerprint import DataMismatchError
+
     args = build_parser().parse_args(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except DataMismatchError as exc:  # same experiment name, other data: refused before any run
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

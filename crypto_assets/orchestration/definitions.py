@@ -79,7 +79,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         schedules=[build_ingest_schedule(experiment, jobs[0])],
         metadata={"data_only": note} if note else None,
         resources={
-            "warehouse_io": WarehouseIOManager(storage_root=str(experiment_root(experiment))),
+            "warehouse_io": WarehouseIOManager.for_experiment(experiment),
             "model_io": ModelArtifactIOManager(storage_root=str(experiment_root(experiment))),
             "torch_device": TorchDeviceResource(gpu_id=experiment.experiment.gpu_id),
         },
