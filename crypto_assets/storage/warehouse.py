@@ -11,8 +11,9 @@ Why a manifest, not a `*.parquet` glob: a glob counts whatever lands in the fold
 `2024-01-01 (copy).parquet`, a foreign file), and a multi-partition write could only replace files one
 by one. Here a write puts every new file under a fresh name, then swaps the manifest with `os.replace`:
 that swap is the commit point, so either all partitions of a range run are new or none is. Files a
-commit replaced stay on disk for one more commit (readers that opened before it keep working), then
-they, and anything a killed write left behind, are garbage-collected by the next write of the table.
+commit replaced stay on disk until the table's next commit (a reader that read the manifest just before
+finds them), or for as long as an open DuckDB session's snapshot reads them; then they, and anything a
+killed write left behind, are garbage-collected by a later write of the table.
 
 Why views with paths relative to the experiment folder: a moved or copied experiment reads its own
 files. DuckDB resolves a relative path against its `file_search_path` setting, else the working
@@ -22,8 +23,11 @@ directory, so readers either work from the experiment folder or set it (`Warehou
 
 Why the DuckDB file is rebuilt aside and swapped in: DuckDB lets one process open a file read-write
 only while nobody else holds it, so a `duckdb -readonly` session would lock writers out. Writers never
-open the live file; they build a new one (all views) under the project's own file lock and
-`os.replace` it, so an open reader keeps its old snapshot and a write never waits for a reader.
+open the live file; they build a new one (every view) under the project's own file lock and
+`os.replace` it, so an open session keeps its old snapshot and a write never waits for a reader.
+Each database's view files are listed beside it (`.warehouse.duckdb.files.<inode>.json`); a replaced
+database stays hard-linked (`.warehouse.duckdb.snapshot.<inode>`) while a session holds its DuckDB
+lock, and its files are kept until then.
 
 A fault hook (`KILL_AT_ENV`) kills the process at a named point of a write, for crash tests.
 """
@@ -41,6 +45,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -265,8 +270,11 @@ class Warehouse:
     def _collect_garbage(self, directory: Path, manifest: Manifest) -> None:
         """Delete this warehouse's own files that the manifest neither lists nor just retired: those
         a commit before the last one replaced, and those a killed write left. Runs under the table lock,
-        so no other writer of the table has uncommitted files."""
+        so no other writer of the table has uncommitted files. Files that the live warehouse.duckdb or a
+        snapshot an open session still holds refers to are kept too (see `refresh_views`)."""
         keep = set(manifest.files()) | set(manifest.retired)
+        prefix = f"warehouse/{manifest.table}/"
+        keep |= {f.removeprefix(prefix) for f in self._files_in_views() if f.startswith(prefix)}
         for path in directory.iterdir():
             if (_OWN_FILE.match(path.name) and path.name not in keep) or path.name.startswith(f".{MANIFEST}."):
                 path.unlink(missing_ok=True)
@@ -393,12 +401,42 @@ class Warehouse:
                         except duckdb.Error as exc:
                             con.execute(f'DROP VIEW IF EXISTS "{view}"')  # never a view over files now gone
                             log.warning("warehouse %s: view %s left out: %s", self.db_path, view, exc)
+                # The files the new database's views read, by its inode (a rename and a hard link keep it).
+                _write_json(self.root / f"{_FILES_PREFIX}{tmp.stat().st_ino}.json", sorted(_files_of(desired)))
                 _fault_point("views", changed or "*")
+                if self.db_path.exists():  # the replaced database lives on while a session holds it
+                    old = self.db_path.stat().st_ino
+                    with contextlib.suppress(FileExistsError):
+                        os.link(self.db_path, self.root / f"{_SNAPSHOT_PREFIX}{old}")
                 os.replace(tmp, self.db_path)
                 _fsync_dir(self.root)
+                self._release_snapshots()
             finally:
                 tmp.unlink(missing_ok=True)
                 tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+    def _release_snapshots(self) -> None:
+        """Forget replaced databases no session holds any more (DuckDB locks the file it opened, read-only
+        or not; an open-file-description lock probe sees those locks, from any process, this one too),
+        and the file lists of databases that are gone; the next writes then collect their files."""
+        live = self.db_path.stat().st_ino if self.db_path.exists() else None
+        held = {live}
+        for snapshot in self.root.glob(f"{_SNAPSHOT_PREFIX}*"):
+            if _held_by_a_session(snapshot):
+                held.add(snapshot.stat().st_ino)
+            else:
+                snapshot.unlink(missing_ok=True)
+        for listing in self.root.glob(f"{_FILES_PREFIX}*.json"):
+            if int(listing.name.removeprefix(_FILES_PREFIX).removesuffix(".json")) not in held:
+                listing.unlink(missing_ok=True)
+
+    def _files_in_views(self) -> set[str]:
+        """Files the live database or a held snapshot reads (paths relative to the experiment)."""
+        files: set[str] = set()
+        for listing in self.root.glob(f"{_FILES_PREFIX}*.json"):
+            with contextlib.suppress(OSError, ValueError):  # released meanwhile, or being written
+                files.update(json.loads(listing.read_text()))
+        return files
 
     def _open_copy(self, tmp: Path) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
         """Open `tmp` read-write as a copy of the live database when that holds only this warehouse's
@@ -477,6 +515,39 @@ def _check_rows_belong(
 
 
 _COMMENT_PREFIX = "crypto_assets warehouse view "
+_SNAPSHOT_PREFIX = f".{DB_NAME}.snapshot."  # + inode: a replaced database, kept while a session holds it
+_FILES_PREFIX = f".{DB_NAME}.files."  # + inode + .json: the files that database's views read
+
+
+def _files_of(views_sql: Mapping[str, str]) -> set[str]:
+    return {f for sql in views_sql.values() for f in re.findall(r"'(warehouse/[^']+)'", sql)}
+
+
+def _held_by_a_session(path: Path) -> bool:
+    """Whether any process (this one included) holds a DuckDB connection to this file."""
+    probe = getattr(fcntl, "F_OFD_SETLK", None)
+    if probe is None:  # not Linux: no way to tell, so do not keep snapshots
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.fcntl(fd, probe, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        return False  # nobody holds it (the probe's lock goes with the descriptor)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, payload: object) -> None:
+    tmp = path.with_name(f".{DB_NAME}.{uuid.uuid4().hex[:16]}.tmp")  # a killed writer's is cleaned like a database's
+    try:
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _view_sql(view: str, files: list[str]) -> str:
