@@ -405,9 +405,13 @@ class Warehouse:
                 _write_json(self.root / f"{_FILES_PREFIX}{tmp.stat().st_ino}.json", sorted(_files_of(desired)))
                 _fault_point("views", changed or "*")
                 if self.db_path.exists():  # the replaced database lives on while a session holds it
-                    old = self.db_path.stat().st_ino
-                    with contextlib.suppress(FileExistsError):
-                        os.link(self.db_path, self.root / f"{_SNAPSHOT_PREFIX}{old}")
+                    snapshot = self.root / f"{_SNAPSHOT_PREFIX}{self.db_path.stat().st_ino}"
+                    try:
+                        os.link(self.db_path, snapshot)
+                    except FileExistsError:
+                        pass
+                    except OSError as exc:  # a file system without hard links: sessions are not tracked
+                        log.info("warehouse %s: no snapshot kept for open sessions (%s)", self.db_path, exc)
                 os.replace(tmp, self.db_path)
                 _fsync_dir(self.root)
                 self._release_snapshots()
@@ -427,7 +431,8 @@ class Warehouse:
             else:
                 snapshot.unlink(missing_ok=True)
         for listing in self.root.glob(f"{_FILES_PREFIX}*.json"):
-            if int(listing.name.removeprefix(_FILES_PREFIX).removesuffix(".json")) not in held:
+            inode = listing.name.removeprefix(_FILES_PREFIX).removesuffix(".json")
+            if not inode.isdigit() or int(inode) not in held:
                 listing.unlink(missing_ok=True)
 
     def _files_in_views(self) -> set[str]:
