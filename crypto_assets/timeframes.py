@@ -45,6 +45,18 @@ def epoch_us(moment: dt.datetime, name: str = "datetime") -> int:
     return (moment - EPOCH) // MICROSECOND
 
 
+def format_us(us: int) -> str:
+    """A span of microseconds in the units timeframes are named in: 15m, 1h, 4h, 1d (or 90s, 1h30m)."""
+    seconds, rest = divmod(us, 1_000_000)
+    if rest:
+        return f"{us / 1_000_000:g}s"
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")) if n]
+    return "".join(parts) or "0s"
+
+
 def periods_per_year(timeframe: str) -> int:
     """Bars in a 365-day year: 8760 for 1h, 35040 for 15m, 105120 for 5m, 365 for 1d."""
     return int(dt.timedelta(days=365) / timeframe_delta(timeframe))

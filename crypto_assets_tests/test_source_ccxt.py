@@ -341,6 +341,14 @@ def test_conflicting_duplicate_is_an_error(exchange: LocalExchange) -> None:
         source.fetch(["BTC/USDT"], "1h", T0, T1)
 
 
+def test_hourly_bars_served_for_30m_are_refused_not_filled(recorded: pl.DataFrame) -> None:
+    """1h bars all sit on the 30m grid: only their spacing shows that every other bar is missing."""
+    with running_exchange({"30m": recorded.filter(pl.col("symbol") == "BTC/USDT")}) as ex, make_source(ex) as source:
+        with pytest.raises(SourceError, match=r"BTC/USDT 30m .*bars must be 30m apart; the most common spacing is 1h"):
+            source.fetch(["BTC/USDT"], "30m", T0, T1)
+        assert len(ex.klines_requests()) == 1  # refused on the first page: no re-request of every other bar
+
+
 def test_open_candle_is_dropped(recorded: pl.DataFrame) -> None:
     bars = span(recorded.filter(pl.col("symbol") == "ETH/USDT"), T0, dt.datetime(2020, 1, 3, tzinfo=UTC))
     last = bars["ts"][-1]  # 2020-01-02 23:00, open until 2020-01-03 00:00

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from crypto_assets.config.schema import CcxtSection
-from crypto_assets.sources.base import TS_DTYPE, SourceError, conform, empty_raw
-from crypto_assets.timeframes import epoch_us, timeframe_ms
+from crypto_assets.sources.base import TS_DTYPE, SourceError, conform, empty_raw, foreign_spacing
+from crypto_assets.timeframes import epoch_us, format_us, timeframe_ms
 from crypto_assets.validation.row_rules import ohlc_violations
 
 T = TypeVar("T")
@@ -502,6 +502,16 @@ class CcxtSource:
             row, ts = int(bad_ts["row"][0]), int(bad_ts["ts"][0])
             rule = "must be a positive epoch time" if ts <= 0 else f"open time must be on the {timeframe} grid"
             raise fail(f"row {row} (ts={_ts_text(ts)})", "ts", rule, ts)
+        other = foreign_spacing(page["ts"], tf_ms)
+        if other is not None:
+            # Coarser bars (1h answered for 30m) sit on the grid: without this every other bar would be
+            # re-requested, confirmed missing and later filled with fake bars.
+            spacing, n, pairs = other
+            rule = (
+                f"bars must be {timeframe} apart; the most common spacing is {format_us(spacing * 1000)} "
+                f"({n} of {pairs} pairs of consecutive bars)"
+            )
+            raise fail("response", "ts", rule, f"{timeframe} asked")
         violations = ohlc_violations(page)
         if violations.height:
             row, column, rule, value = violations.row(0)

@@ -47,8 +47,8 @@ from typing import Literal, NoReturn
 
 import polars as pl
 
-from crypto_assets.sources.base import TS_DTYPE, SourceError, conform, empty_raw
-from crypto_assets.timeframes import EPOCH, epoch_us, timeframe_ms, timeframe_us
+from crypto_assets.sources.base import TS_DTYPE, SourceError, conform, empty_raw, foreign_spacing
+from crypto_assets.timeframes import EPOCH, epoch_us, format_us, timeframe_ms, timeframe_us
 from crypto_assets.validation.row_rules import ohlc_violations, order_violations
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -56,7 +56,9 @@ FIXTURE_COLUMNS = ("timestamp", "datetime", *PRICE_COLUMNS)
 FIXTURE_REQUIRED = ("timestamp", *PRICE_COLUMNS)
 DUMP_FIELDS = 12
 DUMP_HEADER_FIRST = "open_time"
-DUMP_NAME = re.compile(r"^(?P<stem>[A-Za-z0-9]+)-(?P<tf>[0-9]+[mhdwM])-(?P<year>[0-9]{4})-(?P<month>[0-9]{2})\.(?P<ext>csv|zip)$")
+DUMP_NAME = re.compile(
+    r"^(?P<stem>[A-Za-z0-9]+)-(?P<tf>[0-9]+[mhdwM])-(?P<year>[0-9]{4})-(?P<month>[0-9]{2})\.(?P<ext>csv|zip)$"
+)
 MERGE_RTOL = 1e-5
 MAX_REPORTED = 5
 # Plausible bar open times; outside them the unit is almost surely wrong (seconds, µs in an ms column).
@@ -64,9 +66,6 @@ MIN_TS_US = int(dt.datetime(2009, 1, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 MAX_TS_US = int(dt.datetime(2100, 1, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 MICROS_THRESHOLD = 10**14  # dump open times above this are µs (ms stays below it until year 5138)
 CACHE_MAX_ROWS = 4_000_000
-# Consecutive rows that must show a spacing other than the timeframe before a file is refused as another
-# timeframe's data: enough that a short file with a maintenance gap or two is never misjudged.
-MIN_SPACING_PAIRS = 3
 _ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
 _ZONE = r"(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
 _UTC_ZONES = ("Z", "z", "+00:00", "+0000", "-00:00", "-0000")
@@ -97,18 +96,6 @@ def _fmt_us(ts_us: int) -> str:
     return (EPOCH + dt.timedelta(microseconds=ts_us)).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _fmt_span(us: int) -> str:
-    """A spacing in the units timeframes are named in: 15m, 1h, 4h, 1d (or 90s, 1h30m)."""
-    seconds, rest = divmod(us, 1_000_000)
-    if rest:
-        return f"{us / 1_000_000:g}s"
-    days, seconds = divmod(seconds, 86_400)
-    hours, seconds = divmod(seconds, 3_600)
-    minutes, seconds = divmod(seconds, 60)
-    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")) if n]
-    return "".join(parts) or "0s"
-
-
 def _problems(rows: list[tuple[int, str, str]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=_PROBLEM_SCHEMA, orient="row")
 
@@ -117,7 +104,9 @@ def _raise(label: str, problems: pl.DataFrame) -> NoReturn:
     """One SourceError listing the first MAX_REPORTED problems by line and the totals."""
     problems = problems.sort("line", maintain_order=True)
     lines = problems["line"].n_unique()
-    shown = "; ".join(f"line {line}, column {column}: {rule}" for line, column, rule in problems.head(MAX_REPORTED).iter_rows())
+    shown = "; ".join(
+        f"line {line}, column {column}: {rule}" for line, column, rule in problems.head(MAX_REPORTED).iter_rows()
+    )
     more = f"; ... {problems.height - MAX_REPORTED} more" if problems.height > MAX_REPORTED else ""
     raise SourceError(f"{label}: {problems.height} problem(s) on {lines} line(s): {shown}{more}")
 
@@ -153,7 +142,11 @@ class _Reader:
         expected = "timestamp,datetime (optional),open,high,low,close,volume"
         if not self.data:
             what = "zero bytes" if self.raw_size == 0 else "only blank lines"
-            want = f"a header {expected} and rows" if self.layout == "fixture" else f"rows of {DUMP_FIELDS} comma-separated fields"
+            want = (
+                f"a header {expected} and rows"
+                if self.layout == "fixture"
+                else f"rows of {DUMP_FIELDS} comma-separated fields"
+            )
             self.fail(1, "-", f"empty file ({what}); expected {want}")
         first = self.data.split(b"\n", 1)[0].rstrip(b"\r")
         try:
@@ -196,7 +189,9 @@ class _Reader:
         schema = self._dtypes(names)
         frame: pl.DataFrame | None
         try:  # fast path: polars' typed parser; any doubt falls back to the line-by-line diagnosis
-            frame = pl.read_csv(self.data, has_header=False, skip_lines=header_lines, schema=schema, raise_if_empty=False)
+            frame = pl.read_csv(
+                self.data, has_header=False, skip_lines=header_lines, schema=schema, raise_if_empty=False
+            )
             if frame.height != n_rows or frame.null_count().sum_horizontal().item() > 0:
                 frame = None
         except (pl.exceptions.PolarsError, ValueError):
@@ -222,7 +217,9 @@ class _Reader:
         rows = rows.with_columns(pl.col("text").str.strip_suffix("\r"))
         rows = rows.with_columns(pl.col("text").str.split(",").alias("fields"))
         problems = [
-            rows.filter(pl.col("text").str.strip_chars() == "").select("line", pl.lit("-").alias("column"), pl.lit("blank line").alias("rule")),
+            rows.filter(pl.col("text").str.strip_chars() == "").select(
+                "line", pl.lit("-").alias("column"), pl.lit("blank line").alias("rule")
+            ),
             rows.filter((pl.col("text").str.strip_chars() != "") & (pl.col("fields").list.len() != len(names))).select(
                 "line",
                 pl.lit("-").alias("column"),
@@ -230,13 +227,21 @@ class _Reader:
                     "{} fields, expected {} ({})",
                     pl.col("fields").list.len(),
                     pl.lit(len(names)),
-                    pl.lit(",".join(names) if self.layout == "fixture" else "Binance kline: open_time,open,high,low,close,volume,close_time,..."),
+                    pl.lit(
+                        ",".join(names)
+                        if self.layout == "fixture"
+                        else "Binance kline: open_time,open,high,low,close,volume,close_time,..."
+                    ),
                 ).alias("rule"),
             ),
         ]
         good = rows.filter(pl.col("fields").list.len() == len(names))
         cells = good.select(
-            "line", *(pl.col("fields").list.get(i).str.strip_chars().str.strip_chars('"').alias(name) for i, name in enumerate(names))
+            "line",
+            *(
+                pl.col("fields").list.get(i).str.strip_chars().str.strip_chars('"').alias(name)
+                for i, name in enumerate(names)
+            ),
         )
         typed = cells.select("line", *(pl.col(n).cast(d, strict=False) for n, d in schema.items()))
         for name, dtype in schema.items():
@@ -276,15 +281,25 @@ class _Reader:
         month = self.file.month_span_us if self.file.month is not None else (MIN_TS_US, MAX_TS_US)  # dumps: their month
         if self._all_good(frame, factor, step_us, month):
             return frame.select("line", (raw * factor).alias("ts"), *PRICE_COLUMNS)
-        frame = frame.with_columns(in_range.alias("in_range"), pl.when(in_range).then(raw * factor).otherwise(None).alias("ts_us"))
+        frame = frame.with_columns(
+            in_range.alias("in_range"), pl.when(in_range).then(raw * factor).otherwise(None).alias("ts_us")
+        )
         checks = [
             frame.filter(~pl.col("in_range")).select(
-                "line", pl.lit(ts_col).alias("column"), pl.format("timestamp {} out of range 2009-2100 for UTC {}", raw, pl.lit(unit)).alias("rule")
+                "line",
+                pl.lit(ts_col).alias("column"),
+                pl.format("timestamp {} out of range 2009-2100 for UTC {}", raw, pl.lit(unit)).alias("rule"),
             ),
             frame.filter(pl.col("ts_us") % step_us != 0).select(
                 "line",
                 pl.lit(ts_col).alias("column"),
-                pl.format("timestamp {} is not on the {} grid (open times must be multiples of {} {})", raw, pl.lit(self.timeframe), pl.lit(step_us // factor), pl.lit(unit)).alias("rule"),
+                pl.format(
+                    "timestamp {} is not on the {} grid (open times must be multiples of {} {})",
+                    raw,
+                    pl.lit(self.timeframe),
+                    pl.lit(step_us // factor),
+                    pl.lit(unit),
+                ).alias("rule"),
             ),
         ]
         if self.file.month is not None:
@@ -293,11 +308,18 @@ class _Reader:
                 frame.filter((pl.col("ts_us") < lo) | (pl.col("ts_us") >= hi)).select(
                     "line",
                     pl.lit(ts_col).alias("column"),
-                    pl.format("bar at {} lies outside the month {}-{} named by the file", pl.col("ts_us").cast(pl.Datetime("us", "UTC")).dt.strftime("%Y-%m-%d %H:%M UTC"), pl.lit(f"{self.file.month[0]:04d}"), pl.lit(f"{self.file.month[1]:02d}")).alias("rule"),
+                    pl.format(
+                        "bar at {} lies outside the month {}-{} named by the file",
+                        pl.col("ts_us").cast(pl.Datetime("us", "UTC")).dt.strftime("%Y-%m-%d %H:%M UTC"),
+                        pl.lit(f"{self.file.month[0]:04d}"),
+                        pl.lit(f"{self.file.month[1]:02d}"),
+                    ).alias("rule"),
                 )
             )
         # The shared row rules report 0-based rows of the frame as given: map them back to file lines.
-        bars = frame.select(pl.lit("").alias("symbol"), pl.col("ts_us").cast(pl.Datetime("us", "UTC")).alias("ts"), *PRICE_COLUMNS)
+        bars = frame.select(
+            pl.lit("").alias("symbol"), pl.col("ts_us").cast(pl.Datetime("us", "UTC")).alias("ts"), *PRICE_COLUMNS
+        )
         order = order_violations(bars)
         ohlc = ohlc_violations(bars)
         lines, raw_ts = frame["line"], frame["ts"]
@@ -306,7 +328,10 @@ class _Reader:
                 {
                     "line": lines.gather(order["row"]),
                     "column": [ts_col] * order.height,
-                    "rule": [f"{rule} ({value})" for rule, value in zip(order["rule"], raw_ts.gather(order["row"]), strict=True)],
+                    "rule": [
+                        f"{rule} ({value})"
+                        for rule, value in zip(order["rule"], raw_ts.gather(order["row"]), strict=True)
+                    ],
                 },
                 schema=_PROBLEM_SCHEMA,
             )
@@ -316,7 +341,9 @@ class _Reader:
                 {
                     "line": lines.gather(ohlc["row"]),
                     "column": [self.col(c) for c in ohlc["column"]],
-                    "rule": [f"{rule} (got {value!r})" for rule, value in zip(ohlc["rule"], ohlc["value"], strict=True)],
+                    "rule": [
+                        f"{rule} (got {value!r})" for rule, value in zip(ohlc["rule"], ohlc["value"], strict=True)
+                    ],
                 },
                 schema=_PROBLEM_SCHEMA,
             )
@@ -334,18 +361,15 @@ class _Reader:
         named 1h break the grid rule on 3 rows of 4, which names lines but not the cause. The most common
         spacing between consecutive rows (in µs) says what the file holds: maintenance gaps only add a few
         longer spacings, so a correct file with gaps still has its timeframe as the most common one."""
-        spacing = ts.select(pl.col("ts").diff().alias("spacing")).filter(pl.col("spacing") > 0)
-        if spacing.is_empty():
+        other = foreign_spacing(ts["ts"], step_us)
+        if other is None:
             return
-        counts = spacing.group_by("spacing").len().sort(["len", "spacing"], descending=[True, False])
-        mode, n_mode = counts.row(0)
-        if mode == step_us or n_mode < MIN_SPACING_PAIRS:
-            return
+        mode, n_mode, pairs = other
         off_grid = ts.filter(pl.col("ts") % step_us != 0).height
         grid = f"; {off_grid:,} of {ts.height:,} rows are off the {self.timeframe} grid" if off_grid else ""
         raise SourceError(
-            f"{self.label}: bars are {_fmt_span(mode)} apart (the most common spacing, between {n_mode:,} of "
-            f"{spacing.height:,} pairs of consecutive rows), but the file name and config say {self.timeframe}"
+            f"{self.label}: bars are {format_us(mode)} apart (the most common spacing, between {n_mode:,} of "
+            f"{pairs:,} pairs of consecutive rows), but the file name and config say {self.timeframe}"
             f"{grid}: the file holds another timeframe's data (refused rather than filled into fake bars); "
             f"name it for its timeframe and set data.timeframe to match"
         )
@@ -392,18 +416,38 @@ class _Reader:
             [
                 checked.filter(blank).select("line", pl.lit(col).alias("column"), pl.lit("empty value").alias("rule")),
                 checked.filter(pl.col("zone").is_null() & ~blank).select(
-                    "line", pl.lit(col).alias("column"), pl.format("datetime '{}' has no time zone (naive); expected UTC such as 2020-01-01T00:00:00Z{}", text, pl.lit(mix_text)).alias("rule")
+                    "line",
+                    pl.lit(col).alias("column"),
+                    pl.format(
+                        "datetime '{}' has no time zone (naive); expected UTC such as 2020-01-01T00:00:00Z{}",
+                        text,
+                        pl.lit(mix_text),
+                    ).alias("rule"),
                 ),
                 checked.filter(pl.col("zone").is_not_null() & ~is_utc).select(
-                    "line", pl.lit(col).alias("column"), pl.format("datetime '{}' is not UTC (offset {}); expected Z or +00:00{}", text, pl.col("zone"), pl.lit(mix_text)).alias("rule")
+                    "line",
+                    pl.lit(col).alias("column"),
+                    pl.format(
+                        "datetime '{}' is not UTC (offset {}); expected Z or +00:00{}",
+                        text,
+                        pl.col("zone"),
+                        pl.lit(mix_text),
+                    ).alias("rule"),
                 ),
                 checked.filter(is_utc & pl.col("parsed").is_null()).select(
-                    "line", pl.lit(col).alias("column"), pl.format("datetime '{}' is not ISO-8601 (YYYY-MM-DDTHH:MM:SSZ)", text).alias("rule")
+                    "line",
+                    pl.lit(col).alias("column"),
+                    pl.format("datetime '{}' is not ISO-8601 (YYYY-MM-DDTHH:MM:SSZ)", text).alias("rule"),
                 ),
                 checked.filter(is_utc & (pl.col("parsed") != expected.dt.replace_time_zone(None))).select(
                     "line",
                     pl.lit(col).alias("column"),
-                    pl.format("datetime '{}' disagrees with timestamp {} ({})", text, pl.col("ts"), expected.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")).alias("rule"),
+                    pl.format(
+                        "datetime '{}' disagrees with timestamp {} ({})",
+                        text,
+                        pl.col("ts"),
+                        expected.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                    ).alias("rule"),
                 ),
             ]
         )
@@ -447,7 +491,9 @@ class CsvArchiveSource:
                 members = [m for m in archive.infolist() if not m.is_dir()]
                 if len(members) != 1 or not members[0].filename.lower().endswith(".csv"):
                     names = ", ".join(m.filename for m in members) or "nothing"
-                    raise SourceError(f"{file.path}: line 1, column -: a dump zip must hold exactly one .csv file, found {names}")
+                    raise SourceError(
+                        f"{file.path}: line 1, column -: a dump zip must hold exactly one .csv file, found {names}"
+                    )
                 return f"{file.path} (member {members[0].filename})", archive.read(members[0])
         except zipfile.BadZipFile as err:
             raise SourceError(f"{file.path}: line 1, column -: not a valid zip archive ({err})") from None
@@ -506,9 +552,15 @@ class CsvArchiveSource:
             loaded = iter(list(pool.map(lambda f: self._load(f, timeframe), todo)))
         frames = []
         for symbol, files in plan:
-            bars = self._merge(symbol, [next(loaded) for _ in files]).filter((pl.col("ts") >= start_us) & (pl.col("ts") < end_us))
+            bars = self._merge(symbol, [next(loaded) for _ in files]).filter(
+                (pl.col("ts") >= start_us) & (pl.col("ts") < end_us)
+            )
             if bars.height:
-                frames.append(bars.select(pl.lit(symbol, dtype=pl.String).alias("symbol"), pl.col("ts").cast(TS_DTYPE), *PRICE_COLUMNS))
+                frames.append(
+                    bars.select(
+                        pl.lit(symbol, dtype=pl.String).alias("symbol"), pl.col("ts").cast(TS_DTYPE), *PRICE_COLUMNS
+                    )
+                )
         if not frames:
             return empty_raw()
         return conform(pl.concat(frames))
@@ -519,7 +571,9 @@ class CsvArchiveSource:
         if len(loaded) == 1:
             return loaded[0][1]
         labels = [label for label, _ in loaded]
-        stacked = pl.concat([frame.with_columns(pl.lit(i, dtype=pl.Int64).alias("file")) for i, (_, frame) in enumerate(loaded)])
+        stacked = pl.concat(
+            [frame.with_columns(pl.lit(i, dtype=pl.Int64).alias("file")) for i, (_, frame) in enumerate(loaded)]
+        )
         shared = stacked.filter(pl.col("ts").is_duplicated()).sort("ts", "file")
         if shared.height:
             # Compare every later copy of a bar with its first copy (files in reading order).
@@ -528,8 +582,18 @@ class CsvArchiveSource:
             ).filter(pl.col("file") != pl.col("first_file"))
             conflicts = pl.concat(
                 [
-                    copies.filter((pl.col(f"first_{c}") - pl.col(c)).abs() > MERGE_RTOL * pl.max_horizontal(pl.col(f"first_{c}").abs(), pl.col(c).abs())).select(
-                        "ts", "file", "line", "first_file", "first_line", pl.lit(c).alias("column"), pl.col(f"first_{c}").alias("first_value"), pl.col(c).alias("value")
+                    copies.filter(
+                        (pl.col(f"first_{c}") - pl.col(c)).abs()
+                        > MERGE_RTOL * pl.max_horizontal(pl.col(f"first_{c}").abs(), pl.col(c).abs())
+                    ).select(
+                        "ts",
+                        "file",
+                        "line",
+                        "first_file",
+                        "first_line",
+                        pl.lit(c).alias("column"),
+                        pl.col(f"first_{c}").alias("first_value"),
+                        pl.col(c).alias("value"),
                     )
                     for c in PRICE_COLUMNS
                 ]
@@ -554,4 +618,3 @@ def read_archive_file(path: Path, timeframe: str) -> pl.DataFrame:
     match = DUMP_NAME.match(path.name)
     file = _File(path, "dump", (int(match["year"]), int(match["month"]))) if match else _File(path, "fixture")
     return CsvArchiveSource(path.parent)._load(file, timeframe)[1]
-
