@@ -29,7 +29,7 @@ from crypto_assets.backtest import run_backtest
 from crypto_assets.config import ExperimentConfig, load_config
 from crypto_assets.evaluation import STITCHED, kpi_rows, per_bar_results
 from crypto_assets.folds import fold_windows, stitch_months
-from crypto_assets.orchestration.assets.research import (
+from crypto_assets.orchestration.assets.common import (
     PREDICTIONS_PREFIX,
     STRATEGY_PREFIX,
     cost_lookback,

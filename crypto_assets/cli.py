@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from crypto_assets.folds import fold_keys
     from crypto_assets.ingestion.scope import data_only_note
-    from crypto_assets.orchestration.assets.research import fold_spec
+    from crypto_assets.orchestration.assets.common import fold_spec
     from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, REPORTS_JOB, build_definitions
     from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions
 

@@ -146,7 +146,7 @@ def test_config_sections_map_onto_the_core_parameter_classes() -> None:
     from crypto_assets.backtest import CostModel
     from crypto_assets.models import ForecasterParams
 
-    from crypto_assets.orchestration.assets.research import cost_model
+    from crypto_assets.orchestration.assets.common import cost_model
 
     config = parse_config(_with())
     assert cost_model(config) == CostModel()  # the 1h defaults 24h / 7d are the engine's 24 / 168 bars

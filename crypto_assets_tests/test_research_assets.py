@@ -183,7 +183,8 @@ def test_a_15m_experiment_uses_4x_the_bars_of_a_1h_one_for_the_same_durations() 
     from crypto_assets.baselines import equal_weight
     from crypto_assets.baselines.rules import span_bars
     from crypto_assets.config import parse_config
-    from crypto_assets.orchestration.assets.research import baseline_settings, cost_model
+    from crypto_assets.orchestration.assets.baselines import baseline_settings
+    from crypto_assets.orchestration.assets.common import cost_model
     from crypto_assets.timeframes import timeframe_us
 
     hourly, quarter = parse_config(_config("1h")), parse_config(_config("15m"))

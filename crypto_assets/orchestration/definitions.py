@@ -6,15 +6,14 @@ import dagster as dg
 
 from crypto_assets.config import ExperimentConfig
 from crypto_assets.ingestion.scope import data_only_note
+from crypto_assets.orchestration.assets.backtests import build_backtest_assets
+from crypto_assets.orchestration.assets.baselines import build_baseline_assets
+from crypto_assets.orchestration.assets.common import PREDICTIONS_PREFIX, STRATEGY_PREFIX, fold_spec
+from crypto_assets.orchestration.assets.features import build_feature_assets
+from crypto_assets.orchestration.assets.folds import build_fold_assets
 from crypto_assets.orchestration.assets.ingestion import build_ingestion_assets
 from crypto_assets.orchestration.assets.models import build_model_assets
-from crypto_assets.orchestration.assets.research import (
-    PREDICTIONS_PREFIX,
-    STRATEGY_PREFIX,
-    build_evaluation_assets,
-    build_research_assets,
-    fold_spec,
-)
+from crypto_assets.orchestration.assets.reports import build_report_assets
 from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
@@ -34,7 +33,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     A data-only experiment (a fixed span shorter than one fold) gets only `ingest` and its monthly assets:
     the note saying so is in the job's description and the definitions' metadata (`data_only`)."""
     ingestion = build_ingestion_assets(experiment)
-    research = build_research_assets(experiment)
+    research = [*build_feature_assets(experiment), *build_fold_assets(experiment), *build_baseline_assets(experiment)]
     models = build_model_assets(experiment)
     strategies = [
         key
@@ -42,7 +41,12 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         for key in asset.keys
         if key.path[-1].startswith((STRATEGY_PREFIX, PREDICTIONS_PREFIX)) or key.path[-1] == "ensemble"
     ]
-    research = [*research, *models, *build_evaluation_assets(experiment, strategies)]
+    research = [
+        *research,
+        *models,
+        *build_backtest_assets(experiment, strategies),
+        *build_report_assets(experiment, strategies),
+    ]
     months, folds = data_partitions(experiment.data), fold_partitions(experiment.data, fold_spec(experiment))
     note = data_only_note(experiment)
     data_only = note is not None and experiment.data.end is not None

@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
-from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
+from crypto_assets.orchestration.assets.common import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
 from crypto_assets.orchestration.instance import GPU_POOL
 from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import fold_partitions, fold_window_mapping
@@ -49,7 +49,7 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
     ):  # type: ignore[no-untyped-def]
         from crypto_assets.agents import EnvData, PPOParams, TradingEnv, train_ppo
         from crypto_assets.models import derive_seed
-        from crypto_assets.orchestration.assets.research import cost_model
+        from crypto_assets.orchestration.assets.common import cost_model
 
         fold = context.partition_key
         params = PPOParams.from_section(experiment.models.ppo)

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
-from crypto_assets.orchestration.assets.research import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
+from crypto_assets.orchestration.assets.common import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
 from crypto_assets.orchestration.instance import GPU_POOL
 from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import fold_partitions
