@@ -274,23 +274,62 @@ class FeaturesSection(StrictModel):
     only the month's own rows are emitted."""
 
 
+FOLD_STEP_MONTHS = (1, 2, 3, 4, 6, 12)
+"""Allowed `walk_forward.step_months`: the divisors of 12, so the fold months are the same every year and the
+fold partitions can be a cron of those months (crypto_assets.orchestration.partitions.fold_partitions)."""
+
+
+def _multiples_near(value: int, step: int) -> str:
+    """`e.g. 6 or 8` for (7, 2): the nearest valid values, for the error message."""
+    below, above = value // step * step, (value // step + 1) * step
+    return f"e.g. {below} or {above}" if below > 0 else f"e.g. {above}"
+
+
+def fold_grid_problems(train_months: int, test_months: int, step_months: int) -> list[str]:
+    """Why these walk-forward windows cannot be fold partitions (empty list: they can).
+
+    Only real folds are partition keys (DESIGN.md §1): a fold partition is `step_months` long, and a
+    fold's train and test windows are read through offsets counted in whole partitions, so both must
+    be whole steps. The config validator and the partitions layer share this one rule."""
+    if step_months not in FOLD_STEP_MONTHS:
+        allowed = ", ".join(map(str, FOLD_STEP_MONTHS))
+        why = "fold months must repeat every year, because the fold partitions are a yearly calendar of those months"
+        return [f"step_months ({step_months}) must be one of {allowed}: {why}"]
+    return [
+        f"{name} ({value}) must be a multiple of step_months ({step_months}), {_multiples_near(value, step_months)}: "
+        "a fold partition is step_months long and its train and test windows are whole steps"
+        for name, value in (("train_months", train_months), ("test_months", test_months))
+        if value % step_months
+    ]
+
+
 class WalkForwardSection(StrictModel):
     train_months: Annotated[int, Field(ge=1, le=240)] = 24
+    """Months before each test window that a fold trains on; a multiple of `step_months`."""
     test_months: Annotated[int, Field(ge=1, le=60)] = 3
+    """Months in each fold's test window; a multiple of `step_months` (so never fewer: no month goes untraded)."""
     step_months: Annotated[int, Field(ge=1, le=60)] = 1
-    """Folds start every `step_months`; walk-forward equity trades each fold's first `step_months`."""
+    """Folds start every `step_months` (1, 2, 3, 4, 6 or 12); walk-forward equity trades each fold's first
+    `step_months`. Only these folds are fold partitions."""
     label_horizon: Annotated[int, Field(ge=1, le=10_000)] = 24
     """Bars ahead of the forward-return / direction labels."""
     purge_bars: Annotated[int, Field(ge=0, le=100_000)] | None = None
     """Bars dropped from the end of each train window (labels look ahead); null = label_horizon."""
 
+    @field_validator("step_months")
+    @classmethod
+    def _step_months(cls, step: int) -> int:
+        # Checked on the field itself so the message points at `walk_forward.step_months` and its line.
+        problems = fold_grid_problems(step, step, step)
+        if problems:
+            raise ValueError(problems[0])
+        return step
+
     @model_validator(mode="after")
     def _step(self) -> WalkForwardSection:
-        if self.step_months > self.test_months:
-            raise ValueError(
-                f"step_months ({self.step_months}) must be <= test_months ({self.test_months}), "
-                "or some months would never be traded"
-            )
+        problems = fold_grid_problems(self.train_months, self.test_months, self.step_months)
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.purge_bars is not None and self.purge_bars < self.label_horizon:
             raise ValueError(
                 f"purge_bars ({self.purge_bars}) must be >= label_horizon ({self.label_horizon}): "

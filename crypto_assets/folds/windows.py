@@ -10,9 +10,11 @@ the data; the newest fold is the one whose test window has fully closed. This is
 Dagster's `MonthlyPartitionsDefinition(start_date=data start + train_months, end_offset=-(test_months-1))`
 when `step_months == 1`. With `step_months > 1` only every step-th of those keys is a fold, counted from the
 first key (offsets 0, step, 2·step, …): anchoring on the first key rather than on the data end means that
-adding data appends folds and never renames the existing ones. A Dagster partitions definition cannot skip
-keys, so the orchestration layer either uses a `StaticPartitionsDefinition` of `fold_keys(...)` or treats
-off-step keys as no-ops; `is_fold_key` answers which.
+adding data appends folds and never renames the existing ones. The orchestration layer makes exactly these
+keys the fold partitions (`crypto_assets.orchestration.partitions.fold_partitions`: a time-window definition
+whose cron lists the grid months, which needs step_months to divide 12 and train / test months to be whole
+steps, see `crypto_assets.config.schema.fold_grid_problems`); `is_fold_key` answers whether a month is on
+the grid.
 
 Stitching (`stitch_months`): with overlapping test windows (test_months > step_months) each month sits in
 several folds' test windows. The walk-forward equity trades each fold's first `step_months` months only,
