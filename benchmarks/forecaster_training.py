@@ -55,7 +55,7 @@ def workload(n_windows: int, window: int, n_features: int, seed: int = 0) -> pl.
 def run(
     frame: pl.DataFrame, columns: list[str], arch: str, epochs: int, device: torch.device, bf16: bool, threads: int
 ) -> tuple[TrainedForecaster, float, float]:
-    params = ForecasterParams(arch=arch, max_epochs=epochs, val_fraction=0.0, max_train_samples=None, bf16=bf16)  # type: ignore[arg-type]
+    params = ForecasterParams.for_arch(arch, max_epochs=epochs, val_fraction=0.0, max_train_samples=None, bf16=bf16)
     started = time.perf_counter()
     model = train_forecaster(frame, columns, HORIZON, params, device=device, seed=0, threads=threads)
     wall = time.perf_counter() - started

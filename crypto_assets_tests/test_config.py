@@ -74,8 +74,22 @@ def test_shipped_configs_validate(name: str) -> None:
         (_with(models__ensemble=[{"type": "LSTM_Attn", "weight": 0.5}]), ["models.ensemble", "sum to 1"]),
         (
             _with(models__ensemble=[{"type": "LSTM", "weight": 1.0}]),
-            ["models.ensemble[0].type", "'LSTM_Attn', 'CNN_LSTM' or 'PPO_Agent'"],
+            ["models.ensemble[0].type", "unknown model family 'LSTM'; registered: LSTM_Attn, CNN_LSTM, PPO_Agent"],
         ),
+        (
+            _with(models__families=[{"type": "LSTM", "hidden": 8}]),
+            ["models.families[0].type", "unknown model family 'LSTM'; registered: LSTM_Attn, CNN_LSTM, PPO_Agent"],
+        ),
+        (
+            _with(models__families=[{"type": "PPO_Agent", "net_arch": [8], "hiden": 8}]),
+            ["models.families[0].hiden: unknown key", "allowed keys here: type, total_timesteps, n_envs"],
+        ),
+        (_with(models__families=[{"hidden": 8}]), ["models.families[0].type: required key is missing"]),
+        (
+            _with(models__families=[{"type": "CNN_LSTM"}, {"type": "CNN_LSTM", "hidden": 4}]),
+            ["models.families: families lists a type twice"],
+        ),
+        (_with(models__lstm_attn={"hidden": 8}), ["models.lstm_attn: unknown key", "families, ensemble, sizing"]),
         (
             _with(models__ensemble=[{"type": "LSTM_Attn", "weight": 1.0, "lr": 1}]),
             ["models.ensemble[0].lr: unknown key", "allowed keys here: type, weight"],
@@ -139,21 +153,32 @@ def test_validate_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "data.timeframe" in capsys.readouterr().err
 
 
-def test_config_sections_map_onto_the_core_parameter_classes() -> None:
-    """Config sections mirror the core's dataclasses field for field, with the same defaults."""
-    import dataclasses
-
+def test_cost_section_maps_onto_the_engine_cost_model() -> None:
     from crypto_assets.backtest import CostModel
-    from crypto_assets.models import ForecasterParams
-
-    from crypto_assets.orchestration.assets.common import cost_model
+    from crypto_assets.families import Context
 
     config = parse_config(_with())
-    assert cost_model(config) == CostModel()  # the 1h defaults 24h / 7d are the engine's 24 / 168 bars
-    for arch in ("lstm_attn", "cnn_lstm"):
-        section = getattr(config.models, arch)
-        assert ForecasterParams(arch=arch, **section.model_dump()) == ForecasterParams(arch=arch)
-        assert set(section.model_fields) == {f.name for f in dataclasses.fields(ForecasterParams)} - {"arch"}
+    assert Context.from_experiment(config).cost_model() == CostModel()  # the 1h defaults 24h / 7d are 24 / 168 bars
+
+
+def test_families_are_validated_by_their_own_parameter_classes() -> None:
+    """`models.families` entries are the families' own classes (no mirror); ensemble members not listed there
+    train with their family's defaults, and nothing else is trained."""
+    from crypto_assets.agents.ppo import PPOParams
+    from crypto_assets.models import ForecasterParams
+
+    config = parse_config(
+        _with(models__families=[{"type": "CNN_LSTM", "hidden": 8}, {"type": "PPO_Agent", "net_arch": [16, 8]}])
+    )
+    trained = config.models.trained
+    assert [p.type for p in trained] == ["CNN_LSTM", "PPO_Agent", "LSTM_Attn"]  # LSTM_Attn: ensemble member only
+    assert trained[0] == ForecasterParams(type="CNN_LSTM", hidden=8) and trained[0].arch == "cnn_lstm"
+    assert isinstance(trained[1], PPOParams) and trained[1].net_arch == [16, 8]
+    assert trained[2] == ForecasterParams()  # every default
+    assert [p.slug for p in trained] == ["cnn_lstm", "ppo_agent", "lstm_attn"]
+    # every field of the concrete class is dumped, so code versions change with any hyper-parameter
+    assert config.models.model_dump()["families"][1]["net_arch"] == [16, 8]
+    assert parse_config(_with()).models.trained == [ForecasterParams(), PPOParams()]
 
 
 def test_impossible_date_names_file_key_and_line(tmp_path: Path) -> None:
@@ -193,12 +218,12 @@ def _minimal(experiment: str = "", data: str = "", rest: str = "", tickers: str 
             ["line 4, data.tickers: Input should be a valid list", 'write a list, e.g. ["BTC/USDT"]'],
         ),
         (
-            _minimal(rest="models:\n  lstm_attn:\n    max_epochs: 6.0\n"),
-            ["line 7, models.lstm_attn.max_epochs: Input should be a valid integer", "an integer >= 1 and <= 10000"],
+            _minimal(rest="models:\n  families:\n    - type: LSTM_Attn\n      max_epochs: 6.0\n"),
+            ["line 8, models.families[0].max_epochs: Input should be a valid integer", "an integer >= 1 and <= 10000"],
         ),
         (
-            _minimal(rest="models:\n  cnn_lstm:\n    revin: 1\n"),
-            ["line 7, models.cnn_lstm.revin: Input should be a valid boolean", "true or false"],
+            _minimal(rest="models:\n  families:\n    - type: CNN_LSTM\n      revin: 1\n"),
+            ["line 8, models.families[0].revin: Input should be a valid boolean", "true or false"],
         ),
         (
             _minimal(rest='costs:\n  taker_fee: "0.001"\n'),

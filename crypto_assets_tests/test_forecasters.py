@@ -101,7 +101,7 @@ def trained(fold: pl.DataFrame) -> TrainedForecaster:
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("revin", [False, True])
 def test_both_archs_return_both_heads_with_the_right_shapes(arch: str, revin: bool) -> None:
-    params = ForecasterParams(arch=arch, window=10, hidden=6, layers=2, conv_channels=5, kernel_size=4, revin=revin)  # type: ignore[arg-type]
+    params = ForecasterParams.for_arch(arch, window=10, hidden=6, layers=2, conv_channels=5, kernel_size=4, revin=revin)
     model = build_model(params, n_features=3).eval()
     model.set_vol_scale(0.01)
     x = torch.randn(7, 10, 3)
@@ -139,8 +139,8 @@ def test_each_arch_overfits_a_tiny_dataset(arch: str) -> None:
     frame = fold_frame(n_train=64 + 11 + H, n_test=0, symbols=("BTC/USDT",), n_features=4, seed=3)
     rng = np.random.default_rng(3)
     frame = frame.with_columns([pl.Series(f"f{j}", rng.normal(0, 1, frame.height)) for j in range(4)])
-    params = ForecasterParams(
-        arch=arch, window=12, hidden=32, conv_channels=16, dropout=0.0, lr=1e-2, weight_decay=0.0,  # type: ignore[arg-type]
+    params = ForecasterParams.for_arch(
+        arch, window=12, hidden=32, conv_channels=16, dropout=0.0, lr=1e-2, weight_decay=0.0,
         batch_size=64, max_epochs=120, val_fraction=0.0, vol_loss_weight=0.0, grad_clip=None,
     )
     model = train_forecaster(frame, features_of(frame), H, params, seed=0)
@@ -324,14 +324,18 @@ def test_save_load_reproduces_predictions_exactly(fold: pl.DataFrame, trained: T
 
 
 def test_params_validate_and_round_trip() -> None:
-    params = ForecasterParams(arch="cnn_lstm", window=24, max_train_samples=None)
-    assert ForecasterParams.from_dict(params.to_dict()) == params
+    """The parameters are the LSTM_Attn / CNN_LSTM config entries: strict, bounded, JSON round trip."""
+    params = ForecasterParams(type="CNN_LSTM", window=24, max_train_samples=None)
+    assert params.arch == "cnn_lstm" and ForecasterParams.for_arch("cnn_lstm", window=24, max_train_samples=None) == params
+    assert ForecasterParams.model_validate(params.model_dump(mode="json")) == params
     with pytest.raises(ValueError, match="arch"):
-        ForecasterParams(arch="transformer")  # type: ignore[arg-type]
+        ForecasterParams.for_arch("transformer")
+    with pytest.raises(ValueError, match="type"):
+        ForecasterParams(type="Transformer")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="val_fraction"):
         ForecasterParams(val_fraction=1.0)
-    with pytest.raises(ValueError, match="unknown"):
-        ForecasterParams.from_dict({"windw": 3})
+    with pytest.raises(ValueError, match="windw"):
+        ForecasterParams.model_validate({"windw": 3})
 
 
 # ---------------------------------------------------------------------------------------------- sizing
@@ -418,7 +422,7 @@ def test_autocast_is_a_noop_unless_bf16() -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bf16_autocast_trains_on_cpu(arch: str) -> None:
     frame = fold_frame(n_train=150, n_test=30)
-    params = ForecasterParams(arch=arch, window=8, hidden=8, conv_channels=8, max_epochs=2, bf16=True)  # type: ignore[arg-type]
+    params = ForecasterParams.for_arch(arch, window=8, hidden=8, conv_channels=8, max_epochs=2, bf16=True)
     model = train_forecaster(frame, features_of(frame), H, params, seed=0)
     assert model.precision == "bf16-autocast"
     assert all(math.isfinite(v) for v in model.history["train_loss"] + model.history["val_loss"])
@@ -433,7 +437,7 @@ def test_bf16_autocast_trains_on_cpu(arch: str) -> None:
 def test_cuda_training_step(arch: str, bf16: bool) -> None:
     frame = fold_frame(n_train=200, n_test=40)
     device = select_device(0)
-    params = ForecasterParams(arch=arch, window=12, hidden=8, conv_channels=8, max_epochs=1, bf16=bf16)  # type: ignore[arg-type]
+    params = ForecasterParams.for_arch(arch, window=12, hidden=8, conv_channels=8, max_epochs=1, bf16=bf16)
     model = train_forecaster(frame, features_of(frame), H, params, device=device, seed=0)
     assert next(model.model.parameters()).device.type == "cuda"
     assert model.precision == ("bf16-autocast" if bf16 else "fp32")

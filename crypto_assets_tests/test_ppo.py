@@ -1,10 +1,9 @@
 """PPO on the trading environment (crypto_assets.agents.ppo): it can learn (a feature that leaks the next
 bar's return is exploited well beyond buy-and-hold), it is reproducible (same seed → identical decisions), it
-saves and loads, and its settings mirror the config's `models.ppo` section."""
+saves and loads, and its settings are the PPO_Agent family's config entry."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -51,7 +50,7 @@ PARAMS = PPOParams(
     n_epochs=10,
     learning_rate=1e-3,
     gamma=0.5,
-    net_arch=(32, 32),
+    net_arch=[32, 32],
     window=1,
     episode_bars=64,
 )  # reward: the default differential Sortino
@@ -82,8 +81,8 @@ def test_same_seed_same_policy_and_save_load_round_trip(tmp_path: Path) -> None:
     """Without a leak nothing is asserted about profit: only reproducibility and persistence."""
     fold, bars = leak_market(leak=False, seed=1, n_bars=120)
     data = EnvData.from_frames(fold, bars, split="train")
-    params = dataclasses.replace(
-        PARAMS, total_timesteps=512, n_envs=2, n_steps=64, batch_size=64, n_epochs=2, episode_bars=32
+    params = PARAMS.model_copy(
+        update={"total_timesteps": 512, "n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 2, "episode_bars": 32}
     )
 
     def run(seed: int) -> tuple[TrainedAgent, pl.DataFrame]:
@@ -102,18 +101,20 @@ def test_same_seed_same_policy_and_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.params == params and loaded.seed == 7 and loaded.curves.equals(agent_a.curves)
     assert loaded.train_seconds == agent_a.train_seconds > 0 and loaded.timesteps_per_second > 0
     assert loaded.predict_weights(TradingEnv(data, LOW_COSTS, params.env_params(), training=False)).equals(w_a)
-    discrete = TradingEnv(data, LOW_COSTS, dataclasses.replace(params, action="discrete").env_params(), training=False)
+    discrete = TradingEnv(data, LOW_COSTS, params.model_copy(update={"action": "discrete"}).env_params(), training=False)
     with pytest.raises(ValueError, match="spaces differ"):
         loaded.predict_weights(discrete)
 
 
-def test_params_mirror_the_config_section() -> None:
-    from crypto_assets.config.schema import PPOSection
+def test_params_are_the_config_entry() -> None:
+    """One class: the `{type: PPO_Agent, ...}` entry of `models.families` is what `train_ppo` takes."""
+    from crypto_assets.config.schema import FamilyParams
+    from crypto_assets.families import get_family, validate_params
 
-    assert {f.name for f in dataclasses.fields(PPOParams)} == set(PPOSection.model_fields)
-    section = PPOSection(net_arch=[16, 8], reward="log_return", action="discrete", rebalance_every=4)
-    params = PPOParams.from_section(section)
-    assert params.net_arch == (16, 8) and params == PPOParams.from_section(PPOSection(**section.model_dump()))
-    env_params = params.env_params()
-    assert (env_params.reward, env_params.action, env_params.rebalance_every) == ("log_return", "discrete", 4)
-    assert PPOParams() == PPOParams.from_section(PPOSection())  # same defaults
+    assert get_family("PPO_Agent").params_class is PPOParams and issubclass(PPOParams, FamilyParams)
+    params = validate_params({"type": "PPO_Agent", "net_arch": [16, 8], "reward": "log_return", "action": "discrete"})
+    assert isinstance(params, PPOParams) and params.net_arch == [16, 8]
+    env_params = params.env_params(initial_value=5e5)
+    assert (env_params.reward, env_params.action, env_params.initial_value) == ("log_return", "discrete", 5e5)
+    with pytest.raises(ValueError, match="total_timesteps"):
+        PPOParams(total_timesteps=0)

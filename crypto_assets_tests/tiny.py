@@ -1,8 +1,20 @@
 """Tiny model budgets for tests whose subject is not the models (`crypto-lab run` still trains them)."""
 
 TINY_MODELS = {
+    "families": [
+        {"type": "LSTM_Attn", "window": 8, "hidden": 4, "max_epochs": 1, "max_train_samples": 500},
+        {
+            "type": "PPO_Agent",
+            "total_timesteps": 256,
+            "n_envs": 1,
+            "n_steps": 128,
+            "batch_size": 64,
+            "n_epochs": 1,
+            "window": 4,
+            "episode_bars": 64,
+            "net_arch": [8],
+        },
+    ],
     "ensemble": [{"type": "LSTM_Attn", "weight": 0.4}, {"type": "PPO_Agent", "weight": 0.6}],
-    "lstm_attn": {"window": 8, "hidden": 4, "max_epochs": 1, "max_train_samples": 500},
-    "ppo": {"total_timesteps": 256, "n_envs": 1, "n_steps": 128, "batch_size": 64, "n_epochs": 1, "window": 4, "episode_bars": 64, "net_arch": [8]},
 }
-MODEL_STRATEGIES = ["lstm_attn", "ppo", "ensemble"]
+MODEL_STRATEGIES = ["lstm_attn", "ppo_agent", "ensemble"]

@@ -15,7 +15,6 @@ inter-process messaging, and one process keeps the run deterministic and cheap t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -33,7 +32,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from crypto_assets.agents.env import EnvParams, TradingEnv, evaluate_policy_weights
+from crypto_assets.agents.env import TradingEnv, evaluate_policy_weights
+from crypto_assets.families.ppo_agent import PPOParams
 from crypto_assets.models.device import deterministic, precision_name, seed_everything
 
 CURVE_SCHEMA: dict[str, pl.DataType] = {
@@ -44,53 +44,6 @@ CURVE_SCHEMA: dict[str, pl.DataType] = {
     "ep_final_value_mean": pl.Float64(),
     "ep_reward_mean_100": pl.Float64(),
 }
-
-
-@dataclass(frozen=True)
-class PPOParams:
-    """PPO and environment hyper-parameters; mirrors the config's `models.ppo` (`PPOSection`) field by field."""
-
-    total_timesteps: int = 20_000
-    n_envs: int = 4
-    n_steps: int = 256
-    """Steps per environment per rollout (a rollout is n_steps × n_envs transitions)."""
-    batch_size: int = 256
-    n_epochs: int = 5
-    learning_rate: float = 3e-4
-    gamma: float = 0.99
-    ent_coef: float = 0.0
-    net_arch: tuple[int, ...] = (64, 64)
-    """Hidden layers of the policy and value MLPs (separate networks of this shape)."""
-    window: int = 24
-    episode_bars: int = 720
-    reward: str = "differential_sortino"
-    drawdown_penalty: float = 1.0
-    action: str = "continuous"
-    rebalance_every: int = 1
-    use_gpu: bool = False
-    """Recorded for the caller, which picks `device` for `train_ppo` (MLP policies are usually faster on CPU)."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "net_arch", tuple(int(n) for n in self.net_arch))
-        if min(self.total_timesteps, self.n_envs, self.n_steps, self.batch_size, self.n_epochs) < 1:
-            raise ValueError(f"PPO sizes must be ≥ 1: {self}")
-
-    @classmethod
-    def from_section(cls, section: Any) -> PPOParams:
-        """From the config's `PPOSection` (or any object with `model_dump()` giving these fields)."""
-        return cls(**section.model_dump())
-
-    def env_params(self, **overrides: Any) -> EnvParams:
-        """The `EnvParams` these settings imply (window, episode, reward, action, rebalancing) + overrides."""
-        return EnvParams(
-            window=self.window,
-            episode_bars=self.episode_bars,
-            reward=self.reward,  # type: ignore[arg-type]
-            drawdown_penalty=self.drawdown_penalty,
-            action=self.action,  # type: ignore[arg-type]
-            rebalance_every=self.rebalance_every,
-            **overrides,
-        )
 
 
 class TrainingCurves(BaseCallback):
@@ -145,6 +98,9 @@ class TrainedAgent:
     curves: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CURVE_SCHEMA))
     train_seconds: float = math.nan
     """Wall time of `model.learn` (environment steps and gradient updates)."""
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """What its observations are built from (`symbols`, `features`, `benchmark`), so a replay on other bars builds
+    the same observation (set by the PPO_Agent family)."""
 
     @property
     def precision(self) -> str:
@@ -180,7 +136,12 @@ class TrainedAgent:
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save(out / "ppo.zip")
-        meta = {"params": dataclasses.asdict(self.params), "seed": self.seed, "train_seconds": self.train_seconds}
+        meta = {
+            "params": self.params.model_dump(mode="json"),
+            "seed": self.seed,
+            "train_seconds": self.train_seconds,
+            "inputs": self.inputs,
+        }
         (out / "agent.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         self.curves.write_parquet(out / "curves.parquet")
         return out
@@ -192,10 +153,11 @@ class TrainedAgent:
         model = PPO.load(src / "ppo.zip", device=device)
         return cls(
             model=model,
-            params=PPOParams(**meta["params"]),
+            params=PPOParams.model_validate(meta["params"]),
             seed=int(meta["seed"]),
             curves=pl.read_parquet(src / "curves.parquet"),
             train_seconds=float(meta.get("train_seconds", math.nan)),
+            inputs=dict(meta.get("inputs", {})),
         )
 
 

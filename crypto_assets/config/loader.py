@@ -78,19 +78,49 @@ def _line_of(loc: tuple[int | str, ...], lines: Lines) -> int | None:
     return None
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that owns the mapping at `loc` (for listing allowed keys)."""
+def _model_at(loc: tuple[int | str, ...], raw: Any = None) -> type[BaseModel] | None:
+    """The pydantic model class that owns the mapping at `loc` (for listing allowed keys). `raw`: the document,
+    to resolve a `models.families` entry to the parameter class its `type` registered."""
+    from crypto_assets.config.schema import FamilyParams
+
     model: Any = ExperimentConfig
+    node = raw
     for part in loc:
+        node = _child(node, part)
         if isinstance(part, int):
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return None
-        model = model.model_fields[part].annotation
-        for arg in typing.get_args(model) or ():  # list[Member] / Optional[Model]
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                model = arg
+        model = _inner_model(model.model_fields[part].annotation)
+    if isinstance(model, type) and issubclass(model, FamilyParams) and isinstance(node, dict):
+        from crypto_assets.families.registry import get_family
+
+        try:
+            model = get_family(str(node.get("type"))).params_class
+        except KeyError:
+            return FamilyParams
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _child(node: Any, part: int | str) -> Any:
+    if isinstance(part, int):
+        return node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+    return node.get(part) if isinstance(node, dict) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The model inside `list[Member]`, `Optional[Model]`, `Annotated[SerializeAsAny[Model], ...]` (else as is)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation) or ():
+        found = _inner_model(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    for item in getattr(annotation, "__metadata__", ()):  # SerializeAsAny[Model] is Annotated[Model, marker]
+        found = _inner_model(item)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    return annotation
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "text", dt.date: "a date YYYY-MM-DD"}
@@ -113,8 +143,8 @@ def _describe(annotation: Any, metadata: list[Any] = ()) -> str:  # type: ignore
     return f"{text} {' and '.join(bounds)}" if bounds else text
 
 
-def _expected(loc: tuple[int | str, ...]) -> str | None:
-    owner = _model_at(loc[:-1]) if loc and isinstance(loc[-1], str) else None
+def _expected(loc: tuple[int | str, ...], raw: Any = None) -> str | None:
+    owner = _model_at(loc[:-1], raw) if loc and isinstance(loc[-1], str) else None
     if owner is None or loc[-1] not in owner.model_fields:
         return None
     field = owner.model_fields[str(loc[-1])]
@@ -136,7 +166,7 @@ def _hint(kind: str, value: Any) -> str:
     return ""
 
 
-def _format_errors(error: ValidationError, source: str, lines: Lines | None = None) -> str:
+def _format_errors(error: ValidationError, source: str, lines: Lines | None = None, raw: Any = None) -> str:
     lines = lines or {}
     problems = [f"{source}: invalid experiment config ({error.error_count()} problem(s))"]
     for item in error.errors():
@@ -145,14 +175,14 @@ def _format_errors(error: ValidationError, source: str, lines: Lines | None = No
         line = _line_of(loc, lines)
         where = f"line {line}, {path}" if line is not None else path
         if item["type"] == "extra_forbidden":
-            owner = _model_at(loc[:-1])
+            owner = _model_at(loc[:-1], raw)
             allowed = ", ".join(owner.model_fields) if owner else "?"
             problems.append(f"  {where}: unknown key; allowed keys here: {allowed}")
         elif item["type"] == "missing":
             problems.append(f"  {where}: required key is missing")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            expected = _expected(loc) if item["type"].endswith("_type") else None
+            expected = _expected(loc, raw) if item["type"].endswith("_type") else None
             wanted = f"; expected {expected}" if expected else ""
             got = item.get("input")
             problems.append(f"  {where}: {message} (got {got!r}{wanted}{_hint(item['type'], got)})")
@@ -166,7 +196,7 @@ def parse_config(raw: Any, source: str = "<config>", lines: Lines | None = None)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source, lines)) from None
+        raise ConfigError(_format_errors(exc, source, lines, raw)) from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -10,7 +10,18 @@ import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from crypto_assets.timeframes import TIMEFRAMES, duration_bars, parse_duration
 
@@ -22,7 +33,6 @@ BUILTIN_SOURCES = ("synthetic", "csv", "ccxt")
 # Aliases kept for the user's original example: `binance_historical` means ccxt `binance`.
 SOURCE_ALIASES = {"binance_historical": "binance"}
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,10}$")
-ModelType = Literal["LSTM_Attn", "CNN_LSTM", "PPO_Agent"]
 
 
 class StrictModel(BaseModel):
@@ -402,37 +412,45 @@ class ConstraintsSection(StrictModel):
     """... and its annualised Sharpe is at least this."""
 
 
+class FamilyParams(StrictModel):
+    """Base of every model family's parameters: one entry of `models.families`, validated by the class the
+    family registered for its `type` (crypto_assets.families). Subclasses add their hyper-parameters."""
+
+    type: str
+    """The family's registered config type (`LSTM_Attn`, `CNN_LSTM`, `PPO_Agent`, ...)."""
+
+    @property
+    def slug(self) -> str:
+        """The name of the family everywhere after the config: assets `model_<slug>`, KPI strategy `<slug>`."""
+        return self.type.lower()
+
+
+def _family_params(value: object) -> FamilyParams:
+    """Dispatch one `models.families` entry to its family's parameter class (a discriminated union on `type`
+    whose members are whatever is registered when the config is validated, so a family registered later, e.g.
+    in a test module, is accepted without touching this file)."""
+    from crypto_assets.families.registry import validate_params  # lazy: the registry imports the families
+
+    return validate_params(value)
+
+
+FamilyEntry = Annotated[SerializeAsAny[FamilyParams], PlainValidator(_family_params)]
+"""A family's parameters; dumps with every field of the concrete class (code versions hash them)."""
+
+
+def _registered_type(value: str) -> str:
+    from crypto_assets.families.registry import registered_types
+
+    types = registered_types()
+    if value not in types:
+        raise ValueError(f"unknown model family {value!r}; registered: {', '.join(types)}")
+    return value
+
+
 class EnsembleMember(StrictModel):
-    type: ModelType
+    type: Annotated[str, AfterValidator(_registered_type)]
+    """A registered family type (`LSTM_Attn`, `CNN_LSTM`, `PPO_Agent`, ...)."""
     weight: Annotated[float, Field(gt=0, le=1)]
-
-
-class ForecasterSection(StrictModel):
-    """Hyper-parameters of one forecaster (crypto_assets.models.forecasters.ForecasterParams)."""
-
-    window: Annotated[int, Field(ge=2, le=2048)] = 48
-    """Bars per input window, ending at the decision bar."""
-    hidden: Annotated[int, Field(ge=1, le=4096)] = 32
-    layers: Annotated[int, Field(ge=1, le=8)] = 1
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    conv_channels: Annotated[int, Field(ge=1, le=4096)] = 32
-    """CNN_LSTM only: channels of the causal 1D convolutions."""
-    kernel_size: Annotated[int, Field(ge=1, le=64)] = 3
-    revin: bool = False
-    """Reversible instance normalization of each input window."""
-    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
-    weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-5
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
-    max_epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
-    patience: Annotated[int, Field(ge=0, le=1000)] = 3
-    """Early stopping on the purged validation slice at the end of the train window."""
-    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
-    max_train_samples: Annotated[int, Field(ge=1)] | None = 50_000
-    """Seeded subsample cap on training windows (null = all)."""
-    bf16: bool = False
-    """bfloat16 autocast on CUDA; off keeps runs bit-reproducible."""
-    vol_loss_weight: Annotated[float, Field(ge=0, le=100)] = 1.0
-    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
 
 
 class SizingSection(StrictModel):
@@ -444,43 +462,27 @@ class SizingSection(StrictModel):
     """Bars between orders; null = the label horizon (the forecasts' own horizon)."""
 
 
-class PPOSection(StrictModel):
-    """PPO agent (stable-baselines3) on the trading environment."""
-
-    total_timesteps: Annotated[int, Field(ge=1)] = 20_000
-    n_envs: Annotated[int, Field(ge=1, le=256)] = 4
-    n_steps: Annotated[int, Field(ge=8)] = 256
-    batch_size: Annotated[int, Field(ge=8)] = 256
-    n_epochs: Annotated[int, Field(ge=1, le=100)] = 5
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 3e-4
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.99
-    ent_coef: Annotated[float, Field(ge=0, le=1)] = 0.0
-    net_arch: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)] = [64, 64]
-    window: Annotated[int, Field(ge=1, le=1024)] = 24
-    """Bars of scaled features in each observation."""
-    episode_bars: Annotated[int, Field(ge=16)] = 720
-    """Length of a training episode, sampled at random inside the train window."""
-    reward: Literal["differential_sortino", "drawdown_penalty", "log_return"] = "differential_sortino"
-    drawdown_penalty: Annotated[float, Field(ge=0, le=100)] = 1.0
-    """Weight of the drawdown term for `reward: drawdown_penalty` (Calmar-style)."""
-    action: Literal["continuous", "discrete"] = "continuous"
-    """`continuous`: portfolio weights with a cash leg; `discrete`: hold / buy / sell per symbol."""
-    rebalance_every: Annotated[int, Field(ge=1, le=10_000)] = 1
-    """Bars between the agent's decisions."""
-    use_gpu: bool = False
-    """MLP policies train faster on CPU; set true to put PPO on the experiment's GPU."""
-
-
 class ModelsSection(StrictModel):
+    families: list[FamilyEntry] = []
+    """The model families to train and their parameters, e.g. `[{type: LSTM_Attn, hidden: 32}, {type: PPO_Agent,
+    total_timesteps: 20480}]`; each entry is validated by the class its family registered for `type`."""
     ensemble: Annotated[list[EnsembleMember], Field(min_length=1)] = [
-        EnsembleMember(type="LSTM_Attn", weight=0.4),
-        EnsembleMember(type="PPO_Agent", weight=0.6),
+        # built unvalidated here (the registry imports this module); validate_default checks them on use
+        EnsembleMember.model_construct(type="LSTM_Attn", weight=0.4),
+        EnsembleMember.model_construct(type="PPO_Agent", weight=0.6),
     ]
-    """Soft-voting members (weights sum to 1); each member is also trained and evaluated on its own."""
-    lstm_attn: ForecasterSection = ForecasterSection()
-    cnn_lstm: ForecasterSection = ForecasterSection()
+    """Soft-voting members (weights sum to 1); each member is also trained and evaluated on its own, with its
+    `families` entry or, when it has none, its family's defaults."""
     sizing: SizingSection = SizingSection()
-    ppo: PPOSection = PPOSection()
+    """Shared forecast-to-weight sizing of the forecasting families."""
+
+    @field_validator("families")
+    @classmethod
+    def _distinct(cls, families: list[FamilyParams]) -> list[FamilyParams]:
+        types = [f.type for f in families]
+        if len(set(types)) != len(types):
+            raise ValueError(f"families lists a type twice: {types}")
+        return families
 
     @field_validator("ensemble")
     @classmethod
@@ -492,6 +494,22 @@ class ModelsSection(StrictModel):
         if len(set(types)) != len(types):
             raise ValueError(f"ensemble lists a model type twice: {types}")
         return members
+
+    @property
+    def trained(self) -> list[FamilyParams]:
+        """Every family the experiment trains: `families` as listed, then ensemble members not listed there,
+        with their family's defaults. Nothing else is trained."""
+        from crypto_assets.families.registry import default_params
+
+        listed = {f.type for f in self.families}
+        return [*self.families, *(default_params(m.type) for m in self.ensemble if m.type not in listed)]
+
+    def params_of(self, family_type: str) -> FamilyParams:
+        """The parameters `family_type` trains with (KeyError when the experiment does not train it)."""
+        for params in self.trained:
+            if params.type == family_type:
+                return params
+        raise KeyError(f"the experiment does not train {family_type!r}")
 
 
 class ExperimentConfig(StrictModel):
@@ -508,7 +526,7 @@ class ExperimentConfig(StrictModel):
     baseline_settings: BaselineSettings = BaselineSettings()
     """Their lookbacks (durations) and volatility target."""
     constraints: ConstraintsSection = ConstraintsSection()
-    models: ModelsSection = ModelsSection()
+    models: ModelsSection = Field(default_factory=ModelsSection)  # a factory: its defaults consult the registry
 
     @field_validator("costs", "baseline_settings")
     @classmethod

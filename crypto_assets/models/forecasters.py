@@ -21,90 +21,20 @@ bias starts at softplus⁻¹(1)), which keeps the loss O(1) whatever the asset's
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The parameters are the LSTM_Attn / CNN_LSTM families' config entries (one source of truth, DESIGN.md §6.1).
+from crypto_assets.families.forecaster import ForecasterParams
 from crypto_assets.models.revin import RevIN
 
 Arch = Literal["lstm_attn", "cnn_lstm"]
 ARCHS: tuple[str, ...] = ("lstm_attn", "cnn_lstm")
 SOFTPLUS_INV_ONE = math.log(math.e - 1.0)  # softplus(0.5413…) = 1: the vol head starts at vol_scale
-
-
-@dataclass(frozen=True)
-class ForecasterParams:
-    """Hyper-parameters of one forecaster; defaults are small enough to train a fold on a CPU in minutes."""
-
-    arch: Arch = "lstm_attn"
-    window: int = 48
-    """Bars per input window, ending at the decision bar (inclusive)."""
-    hidden: int = 32
-    """LSTM hidden size (and the width of the shared head)."""
-    layers: int = 1
-    """Stacked LSTM layers."""
-    dropout: float = 0.1
-    """Dropout before the heads (and between LSTM layers when layers > 1)."""
-    conv_channels: int = 32
-    """cnn_lstm only: channels of the two causal 1D convolutions."""
-    kernel_size: int = 3
-    """cnn_lstm only: convolution kernel length in bars."""
-    revin: bool = False
-    """Reversible instance normalization of each input window (off by default: the features are already
-    robust z-scores fitted on the train window, and RevIN discards each window's level, e.g. an RSI's)."""
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    batch_size: int = 256
-    max_epochs: int = 10
-    patience: int = 3
-    """Epochs without a lower validation loss before stopping; the best epoch's weights are restored."""
-    val_fraction: float = 0.2
-    """Share of the train window's timestamps, taken from its END, used for early stopping (0 = none)."""
-    max_train_samples: int | None = 50_000
-    """Cap on fitting windows: a seeded uniform subsample (None = all)."""
-    bf16: bool = False
-    """bfloat16 autocast for convolutions, attention and heads; the LSTM itself stays fp32 (see `_run_lstm`).
-    Off by default: fp32 is the reproducible setting (DESIGN §3.6)."""
-    vol_loss_weight: float = 1.0
-    """Weight of the vol head's Gaussian NLL next to the direction BCE in the training loss."""
-    grad_clip: float | None = 1.0
-    """Max global gradient norm (LSTMs occasionally produce exploding gradients); None disables."""
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"ForecasterParams.arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        for name in ("window", "hidden", "layers", "conv_channels", "kernel_size", "batch_size", "max_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ForecasterParams.{name} must be an int ≥ 1, got {value!r}")
-        if not isinstance(self.patience, int) or self.patience < 0:
-            raise ValueError(f"ForecasterParams.patience must be an int ≥ 0, got {self.patience!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ForecasterParams.dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"ForecasterParams.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.vol_loss_weight < 0:
-            raise ValueError("ForecasterParams: lr must be > 0, weight_decay and vol_loss_weight ≥ 0")
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise ValueError(f"ForecasterParams.max_train_samples must be ≥ 1 or None, got {self.max_train_samples}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"ForecasterParams.grad_clip must be > 0 or None, got {self.grad_clip}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ForecasterParams:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ForecasterParams keys {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
 
 
 class ForecastOutput(NamedTuple):

@@ -39,7 +39,7 @@ from crypto_assets.models.data import WindowSet, build_windows, gather_windows
 from crypto_assets.models.device import autocast, derive_seed, deterministic, precision_name
 from crypto_assets.models.forecasters import ForecasterParams, _Forecaster, build_model, forecast_loss, vol_nll
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: params are the family entry (`type`, not `arch`)
 STATE_FILE = "model.pt"
 META_FILE = "forecaster.json"
 PREDICTION_SCHEMA: dict[str, pl.DataType] = {
@@ -138,7 +138,7 @@ class TrainedForecaster:
         """JSON-serialisable description (also what `save` writes next to the weights)."""
         return {
             "format_version": FORMAT_VERSION,
-            "params": self.params.to_dict(),
+            "params": self.params.model_dump(mode="json"),
             "feature_columns": list(self.feature_columns),
             "horizon": self.horizon,
             "vol_scale": self.vol_scale,
@@ -180,7 +180,7 @@ class TrainedForecaster:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{directory}: unsupported forecaster format {meta.get('format_version')!r}")
         target = torch.device(device or "cpu")
-        params = ForecasterParams.from_dict(meta["params"])
+        params = ForecasterParams.model_validate(meta["params"])
         model = build_model(params, len(meta["feature_columns"]))
         state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -23,7 +23,7 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
     version = (
         section_hash(experiment, "walk_forward", "costs")
         + "-"
-        + fingerprint(experiment.models.ppo.model_dump(mode="json"))
+        + fingerprint(experiment.models.params_of("PPO_Agent").model_dump(mode="json"))
         + f"-capital={capital!r}"
     )
 
@@ -47,12 +47,12 @@ def build_ppo_assets(experiment: ExperimentConfig) -> dg.AssetsDefinition:
         fold_dataset: pl.DataFrame,
         bars: pl.DataFrame,
     ):  # type: ignore[no-untyped-def]
-        from crypto_assets.agents import EnvData, PPOParams, TradingEnv, train_ppo
+        from crypto_assets.agents import EnvData, TradingEnv, train_ppo
         from crypto_assets.models import derive_seed
         from crypto_assets.orchestration.assets.common import cost_model
 
         fold = context.partition_key
-        params = PPOParams.from_section(experiment.models.ppo)
+        params = experiment.models.params_of("PPO_Agent")
         costs = cost_model(experiment)
         env_params = params.env_params(initial_value=capital)
         run_seed = derive_seed(experiment.experiment.seed, AGENT, fold)

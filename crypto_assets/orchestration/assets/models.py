@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
+from crypto_assets.families.forecaster import ARCH_TYPES
 from crypto_assets.orchestration.assets.common import PREDICTIONS_PREFIX, fold_spec, optional_out, selected_outputs
 from crypto_assets.orchestration.instance import GPU_POOL
 from crypto_assets.orchestration.markdown import md
@@ -48,7 +49,7 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
     seed = experiment.experiment.seed
 
     def forecaster_assets(arch: str) -> dg.AssetsDefinition:
-        section = getattr(experiment.models, arch)
+        section = experiment.models.params_of(ARCH_TYPES[arch])
         name = f"forecaster_{arch}"
         # Sizing reads costs.max_leverage / allow_short; other models' settings do not matter here.
         version = (
@@ -74,7 +75,6 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
         )
         def _train(context: dg.AssetExecutionContext, torch_device: TorchDeviceResource, fold_dataset: pl.DataFrame):  # type: ignore[no-untyped-def]
             from crypto_assets.models import (
-                ForecasterParams,
                 default_feature_columns,
                 derive_seed,
                 forecast_to_weights,
@@ -82,7 +82,7 @@ def build_model_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition
             )
 
             fold = context.partition_key
-            params = ForecasterParams(arch=arch, **section.model_dump())  # type: ignore[arg-type]
+            params = section
             device = torch_device.device(context.log)
             run_seed = derive_seed(seed, name, fold)
             model = train_forecaster(
