@@ -11,12 +11,14 @@ import itertools
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
-from crypto_assets.config import ConfigError, load_config, parse_config
+from crypto_assets.config import ConfigError, ExperimentConfig, load_config, parse_config
 from crypto_assets.config.schema import FOLD_STEP_MONTHS, DataSection
 from crypto_assets.folds import FoldSpec, add_months, fold_keys, fold_window_for_key, fold_windows, stitch_months
 from crypto_assets.ingestion.scope import data_end_exclusive, experiment_fold_spec
+from crypto_assets.orchestration.definitions import build_definitions
 from crypto_assets.orchestration.partitions import (
     check_fold_grid,
     data_partitions,
@@ -26,6 +28,8 @@ from crypto_assets.orchestration.partitions import (
     fold_window_mapping,
     previous_fold_mapping,
 )
+from crypto_assets.paths import experiment_root
+from crypto_assets.storage.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,3 +294,79 @@ def test_partitions_refuse_an_off_grid_spec_built_in_code() -> None:
         fold_window_mapping(spec)
     with pytest.raises(ValueError, match=r"step_months \(5\) must be one of 1, 2, 3, 4, 6, 12"):
         check_fold_grid(FoldSpec(train_months=10, test_months=5, step_months=5))
+
+
+# ---------------------------------------------------------------- the experiment's graph
+
+
+def step2_experiment(tmp_path: Path) -> ExperimentConfig:
+    """A year of data, 2 train + 2 test months every 2 months: folds 2024-03, -05, -07, -09, -11."""
+    return parse_config(
+        {
+            "experiment": {"name": "step2", "gpu_id": None, "storage_dir": str(tmp_path / "storage")},
+            "data": {"tickers": ["BTC/USDT"], "start": "2024-01-01", "end": "2024-12-31"},
+            "walk_forward": {"train_months": 2, "test_months": 2, "step_months": 2, "label_horizon": 12},
+        }
+    )
+
+
+STEP2_FOLDS = ["2024-03-01", "2024-05-01", "2024-07-01", "2024-09-01", "2024-11-01"]
+
+
+def test_definitions_fold_assets_are_on_the_fold_grid(tmp_path: Path) -> None:
+    """In the experiment's own graph: every fold asset's keys are the stitched folds, and fold_dataset reads
+    exactly its train + test months of features."""
+    config = step2_experiment(tmp_path)
+    graph = build_definitions(config).resolve_asset_graph()
+    fold_assets = [key for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is not None]
+    data = config.data
+    spec = experiment_fold_spec(config)
+    assert fold_keys(data.start, data_end_exclusive(data), spec) == STEP2_FOLDS
+    on_grid = 0
+    for key in fold_assets:
+        keys = graph.get(key).partitions_def.get_partition_keys()  # type: ignore[union-attr]
+        if keys != STEP2_FOLDS:  # the monthly data assets
+            assert keys == months_in(dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+            continue
+        on_grid += 1
+    assert on_grid >= 4  # fold_dataset, baselines, models, backtest, ...
+    child = dg.AssetKey("fold_dataset")
+    for fold in STEP2_FOLDS:
+        window = fold_window_for_key(fold, spec)
+        parents = graph.get_parent_partition_keys_for_child(fold, dg.AssetKey("features"), child)
+        assert sorted(parents.partitions_subset.get_partition_keys()) == months_in(window.train_start, window.test_end)
+
+
+def test_reports_need_every_fold(tmp_path: Path) -> None:
+    """Every fold partition is a fold of the stitched run, so a report reads all of them: a fold never run
+    fails the load naming it instead of leaving it out of the tables (the old reports read what was stored)."""
+    config = step2_experiment(tmp_path)
+    defs = build_definitions(config)
+    warehouse = Warehouse(experiment_root(config))
+
+    def backtest_rows(fold: str) -> pl.DataFrame:
+        ts = [dt.datetime.fromisoformat(fold).replace(tzinfo=dt.UTC) + dt.timedelta(hours=h) for h in range(3)]
+        return pl.DataFrame({"strategy": "s", "ts": ts, "return": [0.01, -0.02, 0.005], "fold": fold})
+
+    def run_trials() -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            list(defs.assets or []),  # type: ignore[arg-type]
+            selection=[dg.AssetKey("trials")],
+            resources=defs.resources,
+            raise_on_error=False,
+        )
+
+    warehouse.write_partitions(
+        "backtest", {f: backtest_rows(f) for f in STEP2_FOLDS if f != "2024-07-01"}, key_column="fold"
+    )
+    failed = run_trials()
+    assert not failed.success
+    errors = [
+        str(event.step_failure_data.error and event.step_failure_data.error.to_string())
+        for event in failed.get_step_failure_events()
+    ]
+    assert any("no stored partition 2024-07-01" in message for message in errors), errors
+    warehouse.write_partitions("backtest", {"2024-07-01": backtest_rows("2024-07-01")}, key_column="fold")
+    assert run_trials().success
+    trials = warehouse.read_table("trials")
+    assert trials is not None and sorted(trials["fold"].to_list()) == STEP2_FOLDS

@@ -21,7 +21,6 @@ from crypto_assets.storage.warehouse import UNPARTITIONED_KEY, Warehouse, Wareho
 ARTIFACT_CLASS_FILE = "artifact_class.txt"
 PARTITION_BY = "partition_by"
 SPLIT_BY_TS = {PARTITION_BY: "ts"}  # asset metadata for time-partitioned data assets
-STORED_PARTITIONS_ONLY = "stored_partitions_only"  # AssetIn metadata: read what exists, skip the rest
 
 
 FOLD_COLUMN = "fold"  # fold-partitioned tables carry their fold key in this column
@@ -95,14 +94,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         checks: dict[str, Any] = (
             {"windows": _windows(context.asset_partitions_def, keys)} if by_ts else {"key_column": FOLD_COLUMN}
         )
-        if (context.definition_metadata or {}).get(STORED_PARTITIONS_ONLY):
-            # A report over all folds reads the folds that were run; it checks itself that what it
-            # needs is there (with step_months > 1 the off-step folds are never run).
-            frame = self.warehouse.read_partitions(table, keys, missing="skip", **checks)
-            if frame is None:
-                raise WarehouseError(f"table {table!r} has no stored partition; materialize it first")
-        else:
-            frame = self.warehouse.read_partitions(table, keys, **checks)
+        # Every key is read or the load fails naming the missing ones: fold partitions are exactly the
+        # folds the reports need (partitions.fold_partitions), so a report over all folds needs them all.
+        frame = self.warehouse.read_partitions(table, keys, **checks)
         assert frame is not None  # missing="error" raises instead
         return frame
 

@@ -23,7 +23,6 @@ from crypto_assets.orchestration.assets.common import (
     selected_outputs,
     strategy_name,
 )
-from crypto_assets.orchestration.io_managers import STORED_PARTITIONS_ONLY
 from crypto_assets.orchestration.markdown import md
 from crypto_assets.orchestration.partitions import data_end_exclusive
 from crypto_assets.timeframes import periods_per_year
@@ -57,9 +56,9 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
     data = experiment.data
     timeframe = data.timeframe
     spec = fold_spec(experiment)
-    # Reports read every fold that was run (see STORED_PARTITIONS_ONLY) and check completeness themselves.
-    all_folds = {STORED_PARTITIONS_ONLY: True}
-    report_strategy_ins = {key.path[-1]: dg.AssetIn(key=key, metadata=all_folds) for key in strategies}
+    # Reports read every fold partition: each is a fold of the stitched run (partitions.fold_partitions), and
+    # a fold never run fails the load naming it.
+    report_strategy_ins = {key.path[-1]: dg.AssetIn(key=key) for key in strategies}
     names = {key.path[-1]: strategy_name(key) for key in strategies}
     capital = experiment.experiment.capital
     report_version = (
@@ -126,8 +125,8 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
 
     @dg.asset(
         ins={
-            "backtest": dg.AssetIn(metadata=all_folds),
-            "trades": dg.AssetIn(metadata=all_folds),
+            "backtest": dg.AssetIn(),
+            "trades": dg.AssetIn(),
             "walk_forward_equity": dg.AssetIn(),
             "walk_forward_trades": dg.AssetIn(),
             "bars": dg.AssetIn(),
@@ -199,7 +198,7 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
         return dg.Output(table, metadata={"regimes": md(table.select(columns), digits=3)})
 
     @dg.asset(
-        ins={"backtest": dg.AssetIn(metadata=all_folds)},
+        ins={"backtest": dg.AssetIn()},
         code_version=report_version,
         io_manager_key="warehouse_io",
         group_name="reports",
