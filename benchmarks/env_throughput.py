@@ -14,6 +14,10 @@ slippage, square-root impact, participation cap). Reported:
    64×64 MLP, one torch thread), CPU.
 3. the share of that PPO wall time spent inside `TradingEnv.step` (target < 15 %), and inside the whole
    vectorised step (`DummyVecEnv.step_wait`: SB3's Monitor, info copies and auto-resets included).
+4. `run_backtest` on the same bars (the engine whose per-bar kernels the env calls): random long-only target
+   weights for every symbol at every bar (8,760 orders × 3), default costs, median wall time of repeated
+   runs from the long frames to the per-bar outputs, and with every long-format output built too.
+   `--backtest-only` runs just this part.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crypto_assets.agents import EnvData, EnvParams, TradingEnv  # noqa: E402
-from crypto_assets.backtest import CostModel  # noqa: E402
-from crypto_assets.features import FEATURE_COLUMNS  # noqa: E402
-from crypto_assets_tests.builders import ohlcv_frame  # noqa: E402
+from crypto_assets.agents import EnvData, EnvParams, TradingEnv
+from crypto_assets.agents.env import ActionKind
+from crypto_assets.backtest import CostModel, run_backtest
+from crypto_assets.features import FEATURE_COLUMNS
+from crypto_assets_tests.builders import ohlcv_frame
 
 T0 = dt.datetime(2023, 1, 1, tzinfo=dt.UTC)
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
@@ -64,9 +69,10 @@ def synthetic(n_bars: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     return pl.concat(rows), pl.concat(bars)
 
 
-def env_steps_per_second(data: EnvData, action: str, n_steps: int) -> float:
+def env_steps_per_second(data: EnvData, action: ActionKind, n_steps: int) -> float:
     env = TradingEnv(data, CostModel(), EnvParams(window=24, action=action, initial_value=1e5), seed=0)
     rng = np.random.default_rng(0)
+    actions: np.ndarray
     if action == "continuous":
         actions = rng.uniform(-1, 1, (n_steps, len(SYMBOLS) + 1)).astype(np.float32)
     else:
@@ -124,16 +130,48 @@ def ppo_throughput(data: EnvData, total_timesteps: int) -> dict[str, float]:
     }
 
 
+def backtest_seconds(bars: pl.DataFrame, n_runs: int, *, long_outputs: bool) -> float:
+    """Median wall time of `run_backtest` over `n_runs` runs (after one untimed run: kernel load / compile)."""
+    rng = np.random.default_rng(0)
+    ts = bars["ts"].unique().sort()
+    w = rng.dirichlet(np.ones(len(SYMBOLS) + 1), ts.len())[:, : len(SYMBOLS)]  # + a cash leg: Σw < 1
+    weights = pl.DataFrame(
+        {
+            "symbol": np.repeat(np.array(SYMBOLS), ts.len()),
+            "ts": pl.concat([ts] * len(SYMBOLS)),
+            "weight": w.T.reshape(-1),
+        }
+    )
+    times = []
+    for k in range(n_runs + 1):
+        start = time.perf_counter()
+        result = run_backtest(bars, weights, CostModel(), initial_value=1e5)
+        if long_outputs:
+            _ = (result.positions, result.weights, result.trades, result.round_trips)
+        if k:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller budgets")
+    parser.add_argument("--backtest-only", action="store_true", help="only time run_backtest")
     args = parser.parse_args()
     n_env_steps, ppo_steps = (20_000, 4_096) if args.quick else (200_000, 40_960)
     fold, bars = synthetic(8760)
+    n_runs = 5 if args.quick else 30
+    for long_outputs in (False, True):
+        secs = backtest_seconds(bars, n_runs, long_outputs=long_outputs)
+        what = "with positions, orders, trades, round trips" if long_outputs else "per-bar outputs"
+        print(f"run_backtest, 3 symbols × 8,760 bars, an order per symbol and bar, {what}: {secs * 1e3:.1f} ms")
+    if args.backtest_only:
+        return
     data = EnvData.from_frames(fold, bars, split="train")
     obs = TradingEnv(data, CostModel(), EnvParams(window=24)).observation_space.shape
     print(f"3 symbols × {data.ts_us.shape[0]} bars, {len(data.feature_names)} features, window 24 → obs {obs}")
-    for action in ("continuous", "discrete"):
+    actions: tuple[ActionKind, ...] = ("continuous", "discrete")
+    for action in actions:
         rate = env_steps_per_second(data, action, n_env_steps)
         print(f"env steps/s, single env, random {action} actions: {rate:,.0f}")
     ppo = ppo_throughput(data, ppo_steps)

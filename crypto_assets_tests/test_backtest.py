@@ -14,7 +14,10 @@ import polars as pl
 import pytest
 
 from crypto_assets.backtest import BacktestResult, CostModel, run_backtest
+from crypto_assets.backtest.kernels import execute_bar, fill_cost
+from crypto_assets.backtest.market import MarketPanel
 from crypto_assets.backtest.reference import reference_backtest
+from crypto_assets.timeframes import timeframe_us
 from crypto_assets_tests.builders import ALL_ON
 
 T0 = dt.datetime(2021, 1, 1, tzinfo=dt.UTC)
@@ -61,6 +64,44 @@ def make_weights(rows: list[tuple[str, int, float]], step: dt.timedelta = HOUR) 
         [(s, ts(k, step), w) for s, k, w in rows],
         schema={"symbol": pl.String, "ts": TS, "weight": pl.Float64},
         orient="row",
+    )
+
+
+def make_multipliers(rows: list[tuple[str, int, float, float]]) -> pl.DataFrame:
+    """rows: (symbol, execution bar index, spread_mult, impact_mult)."""
+    return pl.DataFrame(
+        [(s, ts(k), sm, im) for s, k, sm, im in rows],
+        schema={"symbol": pl.String, "ts": TS, "spread_mult": pl.Float64, "impact_mult": pl.Float64},
+        orient="row",
+    )
+
+
+HOUR_US = timeframe_us("1h")
+
+
+def one_bar_market(
+    mark_open: np.ndarray,
+    open_px: np.ndarray,
+    sigma: np.ndarray,
+    dollar_vol: np.ndarray,
+    adv: np.ndarray,
+    spread_mult: np.ndarray | None = None,
+    impact_mult: np.ndarray | None = None,
+) -> MarketPanel:
+    """A one-row `MarketPanel` (execution bar 0) from (N,) arrays; the cost multipliers default to 1."""
+
+    def row(a: np.ndarray | None) -> np.ndarray:
+        return np.ascontiguousarray((np.ones_like(mark_open) if a is None else a)[None, :], dtype=np.float64)
+
+    return MarketPanel(
+        open=row(open_px),
+        mark_open=row(mark_open),
+        mark_close=row(mark_open),
+        sigma=row(sigma),
+        dollar_vol=row(dollar_vol),
+        adv=row(adv),
+        spread_mult=row(spread_mult),
+        impact_mult=row(impact_mult),
     )
 
 
@@ -177,6 +218,81 @@ def test_all_components_add_up() -> None:
     expected = 1030.0 * (0.001 + 0.0002 + 0.5 * sigma + sigma * 0.5)
     assert r.trades["cost"][0] == pytest.approx(expected, rel=1e-12)
     assert values(r)[-1] == pytest.approx(1030.0 - expected, rel=1e-12)  # bought at 103, closed at 103
+
+
+# ---------------------------------------------------------------- per-bar cost multipliers (stress scenarios)
+
+MULT_COSTS = CostModel(
+    taker_fee=0.001, half_spread=0.0002, vol_k=0.5, vol_window=3, adv_window=1, impact_k=1.0, max_participation=None
+)
+
+
+def test_cost_multipliers_scale_half_spread_and_impact_by_hand() -> None:
+    """The multipliers of the EXECUTION bar scale the half-spread and the square-root impact term; the fee and
+    the vol part are not scaled, and a row at the decision bar does nothing to this fill."""
+    weights = make_weights([("BTC/USDT", 3, 1.0)])  # decided at the close of 3, filled at the open of 4 (103)
+    mult = make_multipliers([("BTC/USDT", 4, 3.0, 2.5), ("BTC/USDT", 3, 100.0, 100.0)])
+    r = run_backtest(_vol_bars(volume=40.0), weights, MULT_COSTS, initial_value=1030.0, multipliers=mult)
+    sigma = statistics.stdev([102 / 100 - 1, 100 / 102 - 1, 103 / 100 - 1])
+    # 1030 filled; ADV over 1 bar = 40 × 103 = 4120 → √(1030 / 4120) = 0.5
+    fee = 1030.0 * 0.001
+    slip = 1030.0 * (0.0002 * 3.0 + 0.5 * sigma)
+    imp = 1030.0 * 1.0 * sigma * 0.5 * 2.5
+    assert r.trades.select("fee", "slippage", "impact").row(0) == pytest.approx((fee, slip, imp), rel=1e-12)
+    bar4 = r.costs.filter(pl.col("ts") == ts(4))
+    assert bar4.select("fees", "slippage", "impact").row(0) == pytest.approx((fee, slip, imp), rel=1e-12)
+    assert values(r)[-1] == pytest.approx(1030.0 - fee - slip - imp, rel=1e-12)  # bought at 103, closed at 103
+    # one factor given, the other 1: a zero spread factor leaves only the vol part in "slippage"
+    only_spread = make_multipliers([("BTC/USDT", 4, 0.0, 0.0)]).drop("impact_mult")
+    r0 = run_backtest(_vol_bars(volume=40.0), weights, MULT_COSTS, initial_value=1030.0, multipliers=only_spread)
+    assert r0.trades.select("fee", "slippage", "impact").row(0) == pytest.approx(
+        (fee, 1030.0 * 0.5 * sigma, 1030.0 * sigma * 0.5), rel=1e-12
+    )
+
+
+def test_execute_bar_applies_the_multipliers_of_its_row_by_hand() -> None:
+    costs = CostModel(taker_fee=0.0, half_spread=0.001, vol_k=0.1, impact_k=0.5, max_participation=None)
+    px, sigma, adv = np.array([100.0, 50.0]), np.array([0.01, 0.02]), np.array([1e6, 4e6])
+    spread_mult, impact_mult = np.array([5.0, 1.0]), np.array([1.0, 3.0])
+    market = one_bar_market(px, px, sigma, np.full(2, 1e9), adv, spread_mult=spread_mult, impact_mult=impact_mult)
+    filled, requested = np.zeros(2), np.zeros(2)
+    params = costs.kernel_params(HOUR_US)
+    bar = execute_bar(np.zeros(2), 1000.0, market, 0, np.array([0.4, 0.1]), params, filled, requested)
+    assert filled.tolist() == [400.0, 100.0]
+    want_slip = 400.0 * (0.001 * 5.0 + 0.1 * 0.01) + 100.0 * (0.001 + 0.1 * 0.02)
+    want_imp = 400.0 * 0.5 * 0.01 * math.sqrt(400.0 / 1e6) + 3.0 * 100.0 * 0.5 * 0.02 * math.sqrt(100.0 / 4e6)
+    assert (bar.slippage, bar.impact) == pytest.approx((want_slip, want_imp), rel=1e-14)
+    assert bar.cash == pytest.approx(1000.0 - 500.0 - want_slip - want_imp, rel=1e-15)
+
+
+def test_multipliers_of_one_are_bit_identical_to_none() -> None:
+    bars, weights = random_case(0, n_bars=300)
+    base = run_backtest(bars, weights, ALL_ON, initial_value=1e5)
+    every_bar = bars.select("symbol", "ts").with_columns(spread_mult=pl.lit(1.0), impact_mult=pl.lit(1.0))
+    for mult in (every_bar, every_bar.drop("impact_mult"), every_bar.head(0)):
+        r = run_backtest(bars, weights, ALL_ON, initial_value=1e5, multipliers=mult)
+        for name in ("equity", "returns", "costs", "turnover", "positions", "weights", "trades", "round_trips"):
+            assert getattr(r, name).equals(getattr(base, name)), name
+    assert base.trades.height > 100 and base.costs["impact"].sum() > 0  # there were costs to scale
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.with_columns(symbol=pl.lit("ETH/USDT")), "multipliers name symbols without bars"),
+        (lambda m: m.with_columns(pl.col("ts") + dt.timedelta(minutes=5)), "multiplier for BTC/USDT .* grid"),
+        (lambda m: m.with_columns(pl.col("ts") + 10 * HOUR), "not on the bars' grid"),
+        (lambda m: m.with_columns(spread_mult=pl.lit(-1.0)), "spread_mult must be finite and >= 0"),
+        (lambda m: m.with_columns(impact_mult=pl.lit(float("inf"))), "impact_mult must be finite and >= 0"),
+        (lambda m: pl.concat([m, m]), "duplicate multiplier rows for BTC/USDT"),
+        (lambda m: m.drop("spread_mult", "impact_mult"), "spread_mult and/or impact_mult"),
+        (lambda m: m.with_columns(impact_mult=pl.lit(None, pl.Float64)), "impact_mult has 1 null"),
+    ],
+)
+def test_malformed_multipliers_are_errors(edit, message) -> None:  # type: ignore[no-untyped-def]
+    bars = make_bars({"BTC/USDT": [FLAT] * 3})
+    with pytest.raises(ValueError, match=message):
+        run_backtest(bars, make_weights([]), NO_COSTS, multipliers=edit(make_multipliers([("BTC/USDT", 1, 2.0, 2.0)])))
 
 
 # ---------------------------------------------------------------- participation cap, zero volume, gaps
@@ -381,8 +497,6 @@ def test_truncating_later_bars_changes_nothing_up_to_t_bit_for_bit() -> None:
 def test_execute_bar_by_hand() -> None:
     """The per-bar step the engine and the RL environment share: no order (NaN), a gap (NaN open: marked at
     the last close, unfillable), a zero-volume bar under a cap, a full fill and a capped partial fill."""
-    from crypto_assets.backtest.engine import cost_vector, execute_bar, fill_cost
-
     costs = CostModel(taker_fee=0.001, half_spread=0.0001, vol_k=0.1, impact_k=0.5, max_participation=0.05)
     units = np.array([10.0, 2.0, 1.0, 0.0, 0.0])
     mark_open = np.array([100.0, 50.0, 20.0, 10.0, 10.0])
@@ -392,9 +506,9 @@ def test_execute_bar_by_hand() -> None:
     adv = np.array([4e6, 1e6, 1e6, 1e6, 2000.0])  # the decision bar's trailing mean: impact
     target = np.array([0.5, np.nan, 0.3, 0.2, 0.1])
     filled, requested = np.full(5, np.nan), np.full(5, np.nan)
-    cash, v_open, fees, slip, imp, traded = execute_bar(
-        units, 1000.0, mark_open, open_px, sigma, dollar_vol, adv, target, cost_vector(costs), filled, requested
-    )
+    market = one_bar_market(mark_open, open_px, sigma, dollar_vol, adv)
+    params = costs.kernel_params(HOUR_US)
+    cash, v_open, fees, slip, imp, traded = execute_bar(units, 1000.0, market, 0, target, params, filled, requested)
     assert v_open == 1000.0 + 1000.0 + 100.0 + 20.0
     # symbol 0: 50 % of 2120 = 1060, holds 1000 → buys 60 (cap 5 % × 1e6); symbol 4: wants 212, cap 50
     assert filled.tolist() == [60.0, 0.0, 0.0, 0.0, 50.0]
@@ -404,7 +518,9 @@ def test_execute_bar_by_hand() -> None:
     want_imp = 0.5 * 0.01 * (60 * math.sqrt(60 / 4e6) + 50 * math.sqrt(50 / 2000))
     assert (fees, slip, imp, traded) == pytest.approx((want_fee, want_slip, want_imp, 110.0), rel=1e-14)
     assert cash == pytest.approx(1000.0 - 110.0 - want_fee - want_slip - want_imp, rel=1e-15)
-    assert fill_cost(60.0, 0.01, 1e6, cost_vector(costs))[2] == pytest.approx(0.5 * 0.01 * 60 * math.sqrt(6e-5))
+    assert fill_cost(60.0, market, 0, 1, params)[2] == pytest.approx(
+        0.5 * 0.01 * 60 * math.sqrt(6e-5)
+    )  # σ 0.01, ADV 1e6
 
 
 @pytest.mark.parametrize(
@@ -494,7 +610,7 @@ def test_impact_and_cap_bind_at_large_capital_by_hand() -> None:
 
 
 def test_adv_is_causal_and_independent_of_where_the_history_starts() -> None:
-    from crypto_assets.backtest.engine import Market
+    from crypto_assets.backtest.market import Market
 
     bars, _ = random_case(5, n_bars=400)
     costs = with_(ALL_ON, adv_window=50)
@@ -519,7 +635,7 @@ def test_adv_is_causal_and_independent_of_where_the_history_starts() -> None:
 
 
 def test_rolling_adv_matches_a_plain_mean_for_any_block_alignment() -> None:
-    from crypto_assets.backtest.engine import _rolling_adv
+    from crypto_assets.backtest.market import _rolling_adv
 
     rng = np.random.default_rng(0)
     dv = rng.uniform(0, 10, (60, 2))
@@ -558,8 +674,6 @@ def random_case(seed: int, n_bars: int = 500) -> tuple[pl.DataFrame, pl.DataFram
         ~((pl.col("symbol") == "B/USDT") & pl.col("ts").is_between(ts(200), ts(204)))
     )
     return bars, make_weights(rows)
-
-
 
 
 def test_no_weights_no_trades_no_costs() -> None:
@@ -663,9 +777,7 @@ def test_engine_matches_reference(seed: int) -> None:
     costs = (
         ALL_ON
         if seed % 2 == 0
-        else with_(
-            ALL_ON, fee_side="maker", maker_fee=0.0002, max_participation=None, max_leverage=3.0, adv_window=37
-        )
+        else with_(ALL_ON, fee_side="maker", maker_fee=0.0002, max_participation=None, max_leverage=3.0, adv_window=37)
     )
     # a 1-unit book (cap never binds) and a 100k one (DV ≈ 25 × 100..300 per bar: the cap binds on most fills)
     capital = 1.0 if seed < 2 else 1e5
@@ -685,6 +797,28 @@ def test_engine_matches_reference(seed: int) -> None:
     if costs.max_participation is not None:
         capped_share = r.turnover["capped_fills"].sum() / r.trades.height
         assert (capped_share > 0.5) == (capital > 1.0), capped_share
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_engine_matches_reference_with_cost_multipliers(seed: int) -> None:
+    """Random factors in [0, 5] on half the cells of the grid (cells without a bar included)."""
+    bars, weights = random_case(seed)
+    rng = np.random.default_rng(seed + 100)
+    grid = bars.select("ts").unique().join(bars.select("symbol").unique(), how="cross")
+    cells = grid.filter(pl.Series(rng.random(grid.height) < 0.5))
+    mult = cells.with_columns(
+        spread_mult=pl.Series(rng.uniform(0, 5, cells.height)), impact_mult=pl.Series(rng.uniform(0, 5, cells.height))
+    )
+    capital = 1e5
+    r = run_backtest(bars, weights, ALL_ON, initial_value=capital, multipliers=mult)
+    ref = reference_backtest(bars, weights, ALL_ON, initial_value=capital, multipliers=mult)
+    np.testing.assert_allclose(r.equity["value"], ref["equity"]["value"], rtol=1e-12, atol=0)
+    _assert_frames_close(r.costs, ref["costs"], ["ts"], capital)
+    _assert_frames_close(r.trades, ref["trades"], ["symbol", "ts"], capital)
+    _assert_frames_close(r.round_trips, ref["round_trips"], ["symbol", "entry_ts"], capital)
+    plain = run_backtest(bars, weights, ALL_ON, initial_value=capital)
+    for col in ("slippage", "impact"):  # the factors mattered
+        assert not np.allclose(r.costs[col], plain.costs[col]), col
 
 
 # ---------------------------------------------------------------- output contract

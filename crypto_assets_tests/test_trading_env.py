@@ -117,6 +117,7 @@ def test_gymnasium_and_sb3_env_checkers_pass(costs: CostModel, action: str) -> N
 def test_env_equity_and_costs_equal_run_backtest(costs: CostModel, action: str, rebalance_every: int) -> None:
     env, bars = make_env(costs, action=action, rebalance_every=rebalance_every)
     rng = np.random.default_rng(rebalance_every)
+
     def policy(_obs: np.ndarray) -> np.ndarray:
         return rng.uniform(-1, 1, 4) if action == "continuous" else rng.integers(0, 3, 3)
 
@@ -149,29 +150,68 @@ def test_env_learns_at_the_experiments_capital_with_the_engines_capacity_limits(
     fold, bars = make_market(seed=3)
     data = EnvData.from_frames(fold, bars, split="test")
     costs = dataclasses.replace(ALL_ON, allow_short=False, max_leverage=1.0)
-    capped_share = {}
+    capped_share: dict[float, float] = {}
     for capital in (1e3, 1e5, 1e7):
         env = TradingEnv(data, costs, EnvParams(window=8, initial_value=capital), training=False)
         rng = np.random.default_rng(0)  # the same actions at every capital
-        weights = evaluate_policy_weights(env, lambda _obs, rng=rng: rng.uniform(-1, 1, 4))
+        weights = evaluate_policy_weights(env, lambda _obs, rng=rng: rng.uniform(-1, 1, 4))  # type: ignore[misc]
         result = run_backtest(bars, weights, costs, initial_value=capital)
         episode = env.episode_frame().join(result.equity, on="ts", how="left")
         assert episode["value"][0] == capital
         np.testing.assert_allclose(episode["value"], episode["value_right"], rtol=1e-12)
-        capped_share[capital] = result.turnover["capped_fills"].sum() / result.turnover["fills"].sum()
+        capped_share[capital] = float(result.turnover["capped_fills"].sum()) / float(result.turnover["fills"].sum())
     # DV per bar here is ~275 × 100..300 quote: 5 % of it is ~1,400-4,100
     assert capped_share[1e3] < 0.1 and 0.5 < capped_share[1e5] < capped_share[1e7]
+
+
+@pytest.mark.parametrize(("costs", "action"), [VARIANTS[0], VARIANTS[3]])
+def test_env_with_cost_multipliers_equals_run_backtest(costs: CostModel, action: str) -> None:
+    """A stress scenario's per-bar factors on the half-spread and on impact reach the env's fills exactly as
+    they reach the engine's (the same kernel), and factors of 1 change nothing, bit for bit."""
+    fold, bars = make_market(seed=4)
+    data = EnvData.from_frames(fold, bars, split="test")
+    params = EnvParams(window=8, initial_value=1e4, action=action)  # type: ignore[arg-type]
+    rng = np.random.default_rng(4)
+    cells = bars.select("symbol", "ts")
+    mult = cells.with_columns(
+        spread_mult=pl.Series(rng.uniform(0, 8, cells.height)), impact_mult=pl.Series(rng.uniform(0, 8, cells.height))
+    )
+
+    def replay(multipliers: pl.DataFrame | None) -> tuple[TradingEnv, pl.DataFrame]:
+        env = TradingEnv(data, costs, params, training=False, multipliers=multipliers)
+        acts = np.random.default_rng(0)  # the same actions in every replay
+        n = env.action_space.shape[0]  # type: ignore[index]
+        policy = (lambda _o: acts.uniform(-1, 1, n)) if action == "continuous" else (lambda _o: acts.integers(0, 3, n))
+        return env, evaluate_policy_weights(env, policy)
+
+    env, weights = replay(mult)
+    episode = env.episode_frame()
+    result = run_backtest(bars, weights, costs, initial_value=1e4, multipliers=mult)
+    joined = episode.join(result.equity, on="ts", how="left").join(result.costs, on="ts", how="left", suffix="_bt")
+    assert joined["value_right"].null_count() == 0
+    np.testing.assert_allclose(joined["value"], joined["value_right"], rtol=1e-12)
+    for col in ("fees", "slippage", "impact", "funding"):
+        np.testing.assert_allclose(joined[col], joined[f"{col}_bt"], rtol=1e-12, atol=1e-12 * 1e4, err_msg=col)
+    # the factors mattered: the same orders cost otherwise without them
+    plain = run_backtest(bars, weights, costs, initial_value=1e4)
+    for col in ("slippage", "impact"):
+        assert not np.allclose(result.costs[col], plain.costs[col]), col
+    # factors of 1 everywhere: the env's episode is bit-identical to one without multipliers
+    ones = mult.with_columns(spread_mult=pl.lit(1.0), impact_mult=pl.lit(1.0))
+    env_ones, w_ones = replay(ones)
+    env_none, w_none = replay(None)
+    assert w_ones.equals(w_none) and env_ones.episode_frame().equals(env_none.episode_frame())
 
 
 def test_reward_timing_fill_at_next_open_marked_at_its_close() -> None:
     """log_return rewards: the step's reward is ln(V at the close of t+k / V at the close of t); their sum is
     the episode's log growth; the first decision cannot change the value at its own close."""
     env, _ = make_env(ALL_ON, reward="log_return", rebalance_every=2)
-    obs, info = env.reset()
+    _, info = env.reset()
     assert info["value"] == 1e4
     rewards = []
     for k in range(10):
-        obs, reward, terminated, truncated, info = env.step(np.array([0.8, -0.3, 0.5]) * (-1) ** k)
+        _, reward, _, _, info = env.step(np.array([0.8, -0.3, 0.5]) * (-1) ** k)
         rewards.append(reward)
     values = env.episode_frame()["value"].to_numpy()
     assert values[0] == 1e4 and values.shape == (21,)
@@ -199,9 +239,9 @@ def test_drawdown_penalty_and_differential_sortino_rewards() -> None:
     got = [env.step(a)[1] for a in actions]
     v = env.episode_frame()["value"].to_numpy()
     a_ema, want = 0.0, []
-    for r in v[1:] / v[:-1] - 1:
-        dd = max(math.sqrt(dd2), env._dd_floor)
-        want.append((r - a_ema / 2) / dd if r > 0 else (dd**2 * (r - a_ema / 2) - a_ema * r * r / 2) / dd**3)
+    for r in (v[1:] / v[:-1] - 1).tolist():
+        dd_r = max(math.sqrt(dd2), env._dd_floor)  # (dd above is the drawdown array)
+        want.append((r - a_ema / 2) / dd_r if r > 0 else (dd_r**2 * (r - a_ema / 2) - a_ema * r * r / 2) / dd_r**3)
         a_ema, dd2 = a_ema + eta * (r - a_ema), dd2 + eta * (min(r, 0.0) ** 2 - dd2)
     np.testing.assert_allclose(got, want, rtol=1e-9)
     # sign: a gain with a flat running mean is rewarded, a loss penalised
@@ -349,7 +389,7 @@ def test_seeded_resets_reproduce_training_episodes() -> None:
 
 def test_evaluation_replays_the_whole_split_deterministically() -> None:
     env, _ = make_env(ALL_ON, training=False, rebalance_every=4)
-    policy = lambda obs: np.tanh(obs[:3])  # noqa: E731 (a deterministic function of the observation)
+    policy = lambda obs: np.tanh(obs[:3])  # a deterministic function of the observation
     w1 = evaluate_policy_weights(env, policy)
     w2 = evaluate_policy_weights(env, policy)
     assert w1.equals(w2)

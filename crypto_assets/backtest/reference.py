@@ -1,11 +1,12 @@
 """A slow, deliberately plain re-implementation of the backtest semantics, used by the tests to check the engine.
 
-One bar and one symbol at a time, with dicts and floats; it shares nothing with `engine.py` except
+One bar and one symbol at a time, with dicts and floats; it shares nothing with the engine except
 `CostModel`. It follows the same documented rules (see `crypto_assets.backtest.engine`'s module docstring):
 decide at the close of t, fill at the open of t+1, participation cap on the execution bar's dollar volume
-(volume × open), cost = |filled| × (fee + half_spread + vol_k σ + impact_k σ √(|filled| / ADV)) with ADV the
-mean volume × close of the symbol's bars among the last adv_window bars up to t, funding accrued pro rata
-at every close on short notional plus borrowed long notional, round trips per DESIGN §3.4.
+(volume × open), cost = |filled| × (fee + half_spread × spread_mult + vol_k σ + impact_k σ √(|filled| / ADV) ×
+impact_mult) with ADV the mean volume × close of the symbol's bars among the last adv_window bars up to t and
+the multipliers of the execution bar (1 by default), funding accrued pro rata at every close on short notional
+plus borrowed long notional, round trips per DESIGN §3.4.
 Too slow for real use (pure Python); fine for a few thousand bars.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from crypto_assets.backtest.engine import DEFAULT_CAPITAL, CostModel
+from crypto_assets.backtest.costs import DEFAULT_CAPITAL, CostModel
 from crypto_assets.timeframes import timeframe_delta
 
 
@@ -33,10 +34,16 @@ def reference_backtest(
     *,
     initial_value: float = DEFAULT_CAPITAL,
     timeframe: str = "1h",
+    multipliers: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Same inputs as `run_backtest`; returns a dict of polars frames with the engine's column names
-    (`equity`, `costs`, `trades`, `weights`, `round_trips`, `turnover`) plus `total_turnover`."""
+    (`equity`, `costs`, `trades`, `weights`, `round_trips`, `turnover`) plus `total_turnover`.
+    multipliers (`symbol, ts, spread_mult, impact_mult`, ts = execution bar) scale the half-spread and the
+    impact of fills at that bar; no validation here."""
     step = timeframe_delta(timeframe)
+    mult: dict[tuple[str, dt.datetime], tuple[float, float]] = {}
+    for row in (multipliers if multipliers is not None else pl.DataFrame()).iter_rows(named=True):
+        mult[(row["symbol"], _utc(row["ts"]))] = (row.get("spread_mult", 1.0), row.get("impact_mult", 1.0))
     bar: dict[tuple[str, dt.datetime], tuple[float, float, float]] = {}
     for row in bars.iter_rows(named=True):
         bar[(row["symbol"], _utc(row["ts"]))] = (float(row["open"]), float(row["close"]), float(row["volume"]))
@@ -155,8 +162,10 @@ def reference_backtest(
                         sig = sigma(s, k - 1)
                         size = abs(filled)
                         fee = size * fee_rate
-                        slip = size * (costs.half_spread + costs.vol_k * sig)
+                        spread_m, impact_m = mult.get((s, ts), (1.0, 1.0))
+                        slip = size * (costs.half_spread * spread_m + costs.vol_k * sig)
                         imp = size * costs.impact_k * sig * math.sqrt(size / avg_dv) if costs.impact_k > 0 else 0.0
+                        imp *= impact_m
                         before = units[s]
                         units[s] = desired / price if filled == wanted else units[s] + filled / price
                         cash -= filled + fee + slip + imp
