@@ -56,8 +56,9 @@ class ToyParams(FamilyParams):
 
 
 class ToyModel:
-    def __init__(self, feature: str, threshold: float, every: int) -> None:
+    def __init__(self, feature: str, threshold: float, every: int, train_first: str, train_last: str) -> None:
         self.feature, self.threshold, self.every = feature, threshold, every
+        self.train_first, self.train_last = train_first, train_last  # the rows it was fitted on (the live fold's test)
 
 
 class ToyFamily(Family):
@@ -67,7 +68,9 @@ class ToyFamily(Family):
 
     def fit(self, data: FoldData, params: Any, seed: int, device: str) -> ToyModel:
         train = data.frame.filter(pl.col("split") == "train")
-        return ToyModel(params.feature, float(train[params.feature].median()), params.every)  # type: ignore[arg-type]
+        first, last = train["ts"].min(), train["ts"].max()
+        median = float(train[params.feature].median())  # type: ignore[arg-type]
+        return ToyModel(params.feature, median, params.every, str(first), str(last))
 
     def predict(self, model: ToyModel, data: FoldData) -> pl.DataFrame:
         rows = data.frame.filter(pl.col("split") == "test").select("symbol", "ts", model.feature)
@@ -85,9 +88,7 @@ class ToyFamily(Family):
         return {"threshold": model.threshold}
 
     def save_model(self, model: ToyModel, directory: Path) -> None:
-        (directory / "toy.json").write_text(
-            json.dumps({"feature": model.feature, "threshold": model.threshold, "every": model.every})
-        )
+        (directory / "toy.json").write_text(json.dumps(vars(model)))
 
     def load_model(self, directory: Path, device: str) -> ToyModel:
         return ToyModel(**json.loads((directory / "toy.json").read_text()))

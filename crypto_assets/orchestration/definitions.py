@@ -8,11 +8,12 @@ from crypto_assets.config import ExperimentConfig
 from crypto_assets.ingestion.scope import data_only_note
 from crypto_assets.orchestration.assets.backtests import build_backtest_assets
 from crypto_assets.orchestration.assets.baselines import build_baseline_assets
-from crypto_assets.orchestration.assets.common import PREDICTIONS_PREFIX, STRATEGY_PREFIX, fold_spec
+from crypto_assets.orchestration.assets.common import fold_spec
+from crypto_assets.orchestration.assets.families import build_family_assets
 from crypto_assets.orchestration.assets.features import build_feature_assets
 from crypto_assets.orchestration.assets.folds import build_fold_assets
 from crypto_assets.orchestration.assets.ingestion import build_ingestion_assets
-from crypto_assets.orchestration.assets.models import build_model_assets
+from crypto_assets.orchestration.assets.live import build_live_assets
 from crypto_assets.orchestration.assets.reports import build_report_assets
 from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
@@ -23,6 +24,7 @@ from crypto_assets.paths import experiment_root
 INGEST_JOB = "ingest"
 FOLDS_JOB = "folds"
 REPORTS_JOB = "reports"
+LIVE_JOB = "live"
 
 
 def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
@@ -33,17 +35,16 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     A data-only experiment (a fixed span shorter than one fold) gets only `ingest` and its monthly assets:
     the note saying so is in the job's description and the definitions' metadata (`data_only`)."""
     ingestion = build_ingestion_assets(experiment)
-    research = [*build_feature_assets(experiment), *build_fold_assets(experiment), *build_baseline_assets(experiment)]
-    models = build_model_assets(experiment)
-    strategies = [
-        key
-        for asset in [*research, *models]
-        for key in asset.keys
-        if key.path[-1].startswith((STRATEGY_PREFIX, PREDICTIONS_PREFIX)) or key.path[-1] == "ensemble"
-    ]
+    baselines = build_baseline_assets(experiment)
+    research = [*build_feature_assets(experiment), *build_fold_assets(experiment), *baselines]
+    families = build_family_assets(experiment)
+    # Strategies are declared by what builds them (every baseline asset; the families' predictions and the
+    # ensemble), never found by name; the live fold is no strategy of the walk-forward reports.
+    strategies = [*(key for asset in baselines for key in asset.keys), *families.strategies]
+    live = build_live_assets(experiment)
     research = [
         *research,
-        *models,
+        *families.assets,
         *build_backtest_assets(experiment, strategies),
         *build_report_assets(experiment, strategies),
     ]
@@ -53,7 +54,13 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     if data_only:
         # No fold can ever exist: keep the monthly data assets (raw_ohlcv, bars, features), drop the rest.
         research = [asset for asset in research if asset.partitions_def == months]
-    by_partitions: dict[str, list[dg.AssetsDefinition]] = {INGEST_JOB: [], FOLDS_JOB: [], REPORTS_JOB: []}
+        live = []
+    by_partitions: dict[str, list[dg.AssetsDefinition]] = {
+        INGEST_JOB: [],
+        FOLDS_JOB: [],
+        REPORTS_JOB: [],
+        LIVE_JOB: live,
+    }
     for asset in [*ingestion, *research]:
         if asset.partitions_def == months:
             by_partitions[INGEST_JOB].append(asset)
@@ -66,19 +73,20 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         + (f" Note: {note}." if note else ""),
         FOLDS_JOB: "One walk-forward fold: dataset, strategy weights, backtests.",
         REPORTS_JOB: "Stitched walk-forward equity and the KPI, regime and trial tables over all folds.",
+        LIVE_JOB: "The live fold of a month: every family trained on the train_months before it, its decisions in it.",
     }
     jobs = [
         dg.define_asset_job(
             name,
             selection=dg.AssetSelection.assets(*assets),
-            partitions_def={INGEST_JOB: months, FOLDS_JOB: folds, REPORTS_JOB: None}[name],
+            partitions_def={INGEST_JOB: months, FOLDS_JOB: folds, REPORTS_JOB: None, LIVE_JOB: months}[name],
             description=descriptions[name],
         )
         for name, assets in by_partitions.items()
         if assets or name == INGEST_JOB
     ]
     return dg.Definitions(
-        assets=[*ingestion, *research],
+        assets=[*ingestion, *research, *live],
         jobs=jobs,
         schedules=[build_ingest_schedule(experiment, jobs[0])],
         metadata={"data_only": note} if note else None,
