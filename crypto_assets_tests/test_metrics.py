@@ -193,7 +193,8 @@ def test_psr_matches_a_hand_computation() -> None:
 
 
 def test_psr_moments_agree_with_scipy_conventions() -> None:
-    import scipy.stats as stats
+    from scipy import stats
+
     r = _skewed_returns()
     _, skew, kurt, _ = sharpe_moments(r)
     assert skew == pytest.approx(stats.skew(r), rel=1e-10)  # bias=True: population moments
@@ -242,6 +243,7 @@ def test_deflated_sharpe_value_and_properties() -> None:
 @pytest.mark.parametrize("timeframe", ["1h", "15m", "5m", "1d"])
 def test_cross_check_against_empyrical(timeframe: str) -> None:
     import empyrical
+
     p = periods_per_year(timeframe)
     rng = np.random.default_rng(periods_per_year(timeframe))
     r = rng.standard_t(4, 3000) * 0.004 + 3e-4
@@ -251,3 +253,22 @@ def test_cross_check_against_empyrical(timeframe: str) -> None:
     assert kpis["volatility"] == pytest.approx(empyrical.annual_volatility(r, annualization=p), rel=1e-9)
     assert kpis["max_drawdown"] == pytest.approx(-empyrical.max_drawdown(r), rel=1e-9)
     assert kpis["cagr"] == pytest.approx(empyrical.cagr(r, annualization=p), rel=1e-7)
+
+
+def test_cost_share_is_the_share_of_pre_cost_profit_and_always_in_0_1() -> None:
+    from crypto_assets.metrics import cost_share
+
+    # Profitable after costs: costs / (net + costs), e.g. 2% of costs out of an 8% pre-cost profit.
+    assert cost_share(0.02, 0.06) == pytest.approx(0.25)
+    assert cost_share(0.02, 0.0) == 1.0  # costs took exactly the whole pre-cost profit
+    # Costs larger than a positive pre-cost profit (the old ratio said 0.02 / 0.01 = 2.0): all of it consumed.
+    assert cost_share(0.02, -0.01) == 1.0
+    # Lost money before costs (the old ratio was NaN): there was no profit to keep, costs consumed it all.
+    assert cost_share(0.02, -0.05) == 1.0
+    # Nothing paid: nothing consumed, whatever the profit.
+    assert cost_share(0.0, 0.1) == 0.0
+    assert cost_share(0.0, -0.1) == 0.0
+    with pytest.raises(ValueError, match="total_cost"):
+        cost_share(-0.01, 0.1)
+    with pytest.raises(ValueError, match="net_profit"):
+        cost_share(0.01, math.nan)

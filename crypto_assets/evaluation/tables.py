@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from crypto_assets.metrics import compute_kpis, deflated_sharpe, probabilistic_sharpe
+from crypto_assets.metrics import compute_kpis, cost_share, deflated_sharpe, probabilistic_sharpe, sharpe_ratio
 
 if TYPE_CHECKING:  # annotations only: the engine (numba) loads when a step runs a backtest
     from crypto_assets.backtest import BacktestResult
@@ -57,14 +57,6 @@ def per_bar_results(result: BacktestResult, strategy: str, start: dt.datetime, e
     )
 
 
-def _cost_share(cost: np.ndarray, equity_end: float) -> float:
-    """Fraction of the pre-cost profit eaten by costs: costs / (net profit + costs); NaN if the
-    strategy lost money before costs (the share of a loss is meaningless)."""
-    total_cost = float(cost.sum())
-    gross = (equity_end - 1.0) + total_cost
-    return total_cost / gross if gross > 0 else math.nan
-
-
 def kpi_rows(
     per_bar: pl.DataFrame,
     round_trips: pl.DataFrame | None,
@@ -77,7 +69,8 @@ def kpi_rows(
     """KPI rows, one per strategy in `per_bar` (a fold's test window or the stitched run).
 
     Beyond `compute_kpis`: the capital (portfolio value in quote currency at the start of the scope) and the
-    final value, turnover (Σ per-bar turnover), total costs and their split, cost share, the share of fills
+    final value, turnover (Σ per-bar turnover), total costs (a fraction of the capital) and their split, cost
+    share (`metrics.cost_share`: the share of the pre-cost profit costs consumed, in [0, 1]), the share of fills
     the participation cap cut short (NaN without fills), exposure (mean gross exposure) and time in market,
     probabilistic Sharpe (vs 0) and the deflated
     Sharpe over the strategies in this scope (n_trials = their count, variance of their per-bar
@@ -91,8 +84,7 @@ def kpi_rows(
         if round_trips is not None and not round_trips.is_empty():
             trades = round_trips.filter(pl.col("strategy") == name)
         kpis = compute_kpis(r, periods_per_year, timestamps=group["ts"], trades=trades)
-        sd = float(np.std(r, ddof=1)) if r.size > 1 else math.nan
-        per_bar_sharpes[name] = float(np.mean(r)) / sd if sd and sd > 0 else math.nan
+        per_bar_sharpes[name] = sharpe_ratio(r, 1)  # per bar (P = 1): what the deflated Sharpe compares
         costs = {f"cost_{c}": float(group[c].sum()) for c in COST_COLUMNS}
         passed = kpis["max_drawdown"] <= max_drawdown_limit and kpis["sharpe"] >= min_sharpe
         capital = math.nan
@@ -112,7 +104,7 @@ def kpi_rows(
                 "turnover": float(group["turnover"].sum()),
                 "total_cost": float(group["cost"].sum()),
                 **costs,
-                "cost_share": _cost_share(group["cost"].to_numpy(), float(group["equity"][-1])),
+                "cost_share": cost_share(float(group["cost"].sum()), float(group["equity"][-1]) - 1.0),
                 "fills": fills,
                 "capped_share": capped / fills if fills else math.nan,
                 "exposure": float(group["gross_exposure"].mean()),  # type: ignore[arg-type]
@@ -160,3 +152,80 @@ def regime_kpi_rows(per_bar: pl.DataFrame, regimes: pl.DataFrame, periods_per_ye
             }
         )
     return pl.DataFrame(rows).sort(keys) if rows else pl.DataFrame()
+
+
+def kpi_table(
+    walk_forward_equity: pl.DataFrame,
+    walk_forward_trades: pl.DataFrame,
+    backtest: pl.DataFrame,
+    trades: pl.DataFrame,
+    periods_per_year: int,
+    *,
+    max_drawdown_limit: float,
+    min_sharpe: float,
+    provenance: dict[str, object] | None = None,
+) -> pl.DataFrame:
+    """The `kpis` table: the stitched run's rows (scope `stitched`), then each fold's (scope = fold key, in
+    key order) from its whole test window, with `provenance` columns appended to every row."""
+    limits = {"max_drawdown_limit": max_drawdown_limit, "min_sharpe": min_sharpe}
+    rows = kpi_rows(walk_forward_equity, walk_forward_trades, periods_per_year, scope=STITCHED, **limits)
+    for (fold,), group in backtest.sort("fold").group_by("fold", maintain_order=True):
+        rows += kpi_rows(group, trades.filter(pl.col("fold") == fold), periods_per_year, scope=str(fold), **limits)
+    return pl.DataFrame(rows).with_columns(**{k: pl.lit(v) for k, v in (provenance or {}).items()})
+
+
+def backtest_summary(per_bar: pl.DataFrame) -> pl.DataFrame:
+    """Per strategy of one fold's backtest: compounded total return, total costs and turnover (fractions of
+    the portfolio value at the window's start), mean gross exposure, fills and capped fills."""
+    return (
+        per_bar.group_by("strategy")
+        .agg(
+            ((pl.col("return") + 1).product() - 1).alias("total_return"),
+            pl.col("cost").sum().alias("costs"),
+            pl.col("turnover").sum(),
+            pl.col("gross_exposure").mean().alias("exposure"),
+            pl.col("fills").sum(),
+            pl.col("capped_fills").sum(),
+        )
+        .sort("strategy")
+    )
+
+
+def trial_rows(backtest: pl.DataFrame, periods_per_year: int) -> pl.DataFrame:
+    """One row per strategy × fold of `backtest`: per-bar Sharpe (P = 1, the deflated Sharpe's unit), the
+    annualised Sharpe and the bar count, sorted by strategy and fold. Sharpes come from
+    `metrics.sharpe_ratio`, the same definition as the KPI tables (NaN for < 2 bars or constant returns)."""
+    rows = [
+        {
+            "strategy": strategy,
+            "fold": fold,
+            "sharpe_per_bar": sharpe_ratio(group.sort("ts")["return"], 1),
+            "n_bars": group.height,
+            "sharpe": sharpe_ratio(group.sort("ts")["return"], periods_per_year),
+        }
+        for (strategy, fold), group in backtest.group_by("strategy", "fold")
+    ]
+    schema = {"strategy": pl.String, "fold": pl.String, "sharpe_per_bar": pl.Float64, "n_bars": pl.UInt32}
+    return pl.DataFrame(rows, schema={**schema, "sharpe": pl.Float64}).sort("strategy", "fold")
+
+
+def sharpe_variance(trials: pl.DataFrame) -> float:
+    """Sample variance (ddof=1) of the trials' finite per-bar Sharpes: NaN with fewer than two."""
+    finite = trials["sharpe_per_bar"].drop_nulls().drop_nans()
+    return float(np.var(finite.to_numpy(), ddof=1)) if finite.len() > 1 else math.nan
+
+
+def regime_table(walk_forward_equity: pl.DataFrame, bars: pl.DataFrame, periods_per_year: int) -> pl.DataFrame:
+    """The `regime_kpis` table: stitched KPIs per ex-post regime of the benchmark (BTC if listed, else the
+    earliest-listed symbol), with a `benchmark` column. Reporting only: the ex-post labels use the full
+    sample and never reach a model."""
+    from crypto_assets.features import pick_benchmark
+    from crypto_assets.regimes.ex_post import ex_post_regimes
+
+    benchmark = pick_benchmark(bars) or bars["symbol"].min()
+    regimes = ex_post_regimes(bars.filter(pl.col("symbol") == benchmark)).select(
+        "ts", "xp_trend_regime", "xp_vol_regime"
+    )
+    return regime_kpi_rows(walk_forward_equity, regimes.drop_nulls(), periods_per_year).with_columns(
+        benchmark=pl.lit(benchmark)
+    )

@@ -179,6 +179,36 @@ class FetchFailure:
         return f"{self.symbol} [{self.start:%Y-%m-%d %H:%M}, {self.end:%Y-%m-%d %H:%M}): {self.cause}"
 
 
+def run_catch_up_window(
+    run_start: dt.datetime, run_end: dt.datetime, horizon: CatchUpWindow, *, first_month_stored: bool
+) -> CatchUpWindow:
+    """The part of a run's span [run_start, run_end) that an incremental tick fetches (the resume rule).
+
+    Normally the catch-up `horizon` (`catch_up_window`) cut to the run's months: the months bound the work.
+    When the run's first month has never been stored, it is fetched whole from `run_start`: written holding
+    only the horizon's part, it would look complete from its first bar on and the gap before would never
+    be asked for again."""
+    first_start = horizon.start if first_month_stored else run_start
+    return CatchUpWindow(max(run_start, first_start), max(run_start, min(run_end, horizon.end)))
+
+
+def per_symbol_fetch(
+    fetch_many: Callable[[list[str], dt.datetime, dt.datetime], pl.DataFrame],
+    universe: Sequence[str],
+    *,
+    joint: bool,
+) -> Fetch:
+    """A `Fetch` of one symbol from a source that fetches a list. A `joint` source (the synthetic market
+    draws all symbols together: betas and seeds by position) is asked for the whole `universe` and the
+    symbol kept, since a subset would be another market; any other source is asked for the symbol alone."""
+
+    def fetch(symbol: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+        asked = list(universe) if joint else [symbol]
+        return fetch_many(asked, start, end).filter(pl.col("symbol") == symbol)
+
+    return fetch
+
+
 @dataclass(frozen=True)
 class CatchUpResult:
     frame: pl.DataFrame

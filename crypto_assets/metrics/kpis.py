@@ -157,6 +157,34 @@ def trade_stats(trades: pl.DataFrame | None) -> tuple[float, float]:
     return win_rate, profit_factor
 
 
+def cost_share(total_cost: float, net_profit: float) -> float:
+    """The share of the pre-cost profit that trading costs consumed, always in [0, 1].
+
+    Both arguments are fractions of the starting capital over the same span: `total_cost` = Σ costs
+    (fees + slippage + impact + funding) ≥ 0, `net_profit` = V_T / V_0 − 1 after costs. The pre-cost
+    profit is G = net_profit + total_cost.
+
+    - Net profit ≥ 0: cost_share = total_cost / G (0.25 = costs took a quarter of the edge; 1 − cost_share
+      of it was kept).
+    - Net profit < 0 with costs paid: 1. Costs consumed the whole pre-cost profit: either they exceeded it
+      (G > 0; a ratio above 1 would be "costs were 1.9× the edge", which reads like a share but is not one)
+      or there was none to consume (G ≤ 0, where costs / G has no meaning). How large the costs were is
+      `total_cost` (a fraction of the starting capital), and whether there was an edge before costs is
+      `net_profit + total_cost`; neither is hidden by the clamp.
+    - No costs paid: 0, whatever the profit.
+    Never NaN for finite inputs. Raises ValueError on negative or non-finite costs.
+    """
+    if not (math.isfinite(total_cost) and total_cost >= 0.0):
+        raise ValueError(f"total_cost must be finite and ≥ 0, got {total_cost!r}")
+    if not math.isfinite(net_profit):
+        raise ValueError(f"net_profit must be finite, got {net_profit!r}")
+    if total_cost == 0.0:
+        return 0.0
+    if net_profit < 0.0:
+        return 1.0
+    return total_cost / (net_profit + total_cost)
+
+
 def compute_kpis(
     returns: np.ndarray | pl.Series,
     periods_per_year: int,

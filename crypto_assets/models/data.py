@@ -29,16 +29,13 @@ import torch
 
 from crypto_assets.folds.split import LABEL_PREFIX, label_columns
 
-NON_FEATURE_COLUMNS = ("symbol", "ts", "split")
-
 
 def default_feature_columns(frame: pl.DataFrame) -> list[str]:
-    """Every numeric column except `symbol, ts, split` and the `label_*` targets, in frame order."""
-    return [
-        name
-        for name, dtype in frame.schema.items()
-        if name not in NON_FEATURE_COLUMNS and not name.startswith(LABEL_PREFIX) and dtype.is_numeric()
-    ]
+    """Every numeric column except the keys (`symbol, ts, split, fold`) and the `label_*` targets, in frame
+    order: the fold frame's inputs, by the one rule of `crypto_assets.folds.dataset.input_columns`."""
+    from crypto_assets.folds.dataset import input_columns
+
+    return input_columns(frame)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from crypto_assets.orchestration.assets.live import build_live_assets
 from crypto_assets.orchestration.assets.reports import build_report_assets
 from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
-from crypto_assets.orchestration.resources import TorchDeviceResource
+from crypto_assets.orchestration.resources import DataSourceResource, TorchDeviceResource, WarehouseResource
 from crypto_assets.orchestration.schedules import build_ingest_schedule
 from crypto_assets.paths import experiment_root
 
@@ -94,5 +94,8 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
             "warehouse_io": WarehouseIOManager.for_experiment(experiment),
             "model_io": ModelArtifactIOManager(storage_root=str(experiment_root(experiment))),
             "torch_device": TorchDeviceResource(gpu_id=experiment.experiment.gpu_id),
+            # Swappable (tests, a recorded exchange): assets reach the source and the stored tables only here.
+            "data_source": DataSourceResource.for_experiment(experiment),
+            "warehouse": WarehouseResource.for_experiment(experiment),
         },
     )

@@ -12,12 +12,20 @@ from crypto_assets.orchestration.assets.common import (
     fold_spec,
     months_covering,
     optional_out,
-    order_rows,
     selected_outputs,
     strategy_name,
 )
-from crypto_assets.orchestration.markdown import md
+from crypto_assets.orchestration.metadata import table_metadata
 from crypto_assets.orchestration.partitions import fold_partitions, fold_test_mapping
+
+SUMMARY_DESCRIPTIONS = {
+    "total_return": "Compounded net return over the fold's test window.",
+    "costs": "Fees + slippage + impact + funding, as a fraction of the value at the window's start.",
+    "turnover": "Σ traded notional / portfolio value.",
+    "exposure": "Mean gross exposure (Σ|w|).",
+    "fills": "Orders filled (partly or wholly).",
+    "capped_fills": "Fills the participation cap cut short.",
+}
 
 
 def build_backtest_assets(experiment: ExperimentConfig, strategies: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
@@ -57,34 +65,27 @@ def build_backtest_assets(experiment: ExperimentConfig, strategies: list[dg.Asse
         group_name="backtests",
     )
     def backtest(context: dg.AssetExecutionContext, bars: pl.DataFrame, **strategies: pl.DataFrame):  # type: ignore[no-untyped-def]
-        from crypto_assets.backtest import run_backtest
-        from crypto_assets.evaluation import per_bar_results
+        from crypto_assets.evaluation import backtest_summary, run_strategies
 
         window = context_fold_window(context, spec)
-        costs = cost_model(experiment)
-        per_bar, orders, trips = [], [], []
-        for asset_name, weights in sorted(strategies.items()):
-            strategy = names[asset_name]
-            result = run_backtest(bars, order_rows(weights), costs, initial_value=capital, timeframe=timeframe)
-            per_bar.append(per_bar_results(result, strategy, window.test_start, window.test_end))
-            tag = [pl.lit(strategy).alias("strategy"), pl.lit(window.key).alias("fold")]
-            orders.append(result.weights.with_columns(tag))
-            trips.append(result.round_trips.with_columns(tag))
-        frame = pl.concat(per_bar).with_columns(fold=pl.lit(window.key))
-        summary = (
-            frame.group_by("strategy")
-            .agg(
-                ((pl.col("return") + 1).product() - 1).alias("total_return"),
-                pl.col("cost").sum().alias("costs"),
-                pl.col("turnover").sum(),
-            )
-            .sort("strategy")
+        weights = {names[asset_name]: frame for asset_name, frame in sorted(strategies.items())}
+        runs = run_strategies(
+            bars,
+            weights,
+            cost_model(experiment),
+            capital=capital,
+            timeframe=timeframe,
+            start=window.test_start,
+            end=window.test_end,
         )
+        fold = pl.lit(window.key).alias("fold")
+        frame = runs.per_bar.with_columns(fold)
+        summary = table_metadata(backtest_summary(frame), digits=4, descriptions=SUMMARY_DESCRIPTIONS)
         yield from selected_outputs(
             context,
-            dg.Output(frame, output_name="backtest", metadata={"summary": md(summary)}),
-            dg.Output(pl.concat(orders, how="diagonal_relaxed"), output_name="weights"),
-            dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="trades"),
+            dg.Output(frame, output_name="backtest", metadata={"summary": summary}),
+            dg.Output(runs.orders.with_columns(fold), output_name="weights"),
+            dg.Output(runs.trades.with_columns(fold), output_name="trades"),
         )
 
     return [backtest]

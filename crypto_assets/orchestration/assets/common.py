@@ -7,14 +7,28 @@ import math
 from typing import TYPE_CHECKING
 
 import dagster as dg
-import polars as pl
 
 from crypto_assets.config import ExperimentConfig
+from crypto_assets.evaluation.runs import order_rows
 from crypto_assets.folds import FoldSpec, FoldWindow, fold_window_for_key
 from crypto_assets.timeframes import duration_bars, parse_duration
 
 if TYPE_CHECKING:
     from crypto_assets.backtest import CostModel
+
+__all__ = [
+    "PREDICTIONS_PREFIX",
+    "STRATEGY_PREFIX",
+    "context_fold_window",
+    "cost_lookback",
+    "cost_model",
+    "fold_spec",
+    "months_covering",
+    "optional_out",
+    "order_rows",
+    "selected_outputs",
+    "strategy_name",
+]
 
 STRATEGY_PREFIX = "baseline_"
 PREDICTIONS_PREFIX = "predictions_"
@@ -79,8 +93,3 @@ def strategy_name(asset_key: dg.AssetKey) -> str:
     for prefix in (STRATEGY_PREFIX, PREDICTIONS_PREFIX):
         name = name.removeprefix(prefix)
     return name
-
-
-def order_rows(weights: pl.DataFrame) -> pl.DataFrame:
-    """A strategy's rows that are orders: a null weight (e.g. a forecast between rebalances) is none."""
-    return weights.filter(pl.col("weight").is_not_null()).select("symbol", "ts", "weight")

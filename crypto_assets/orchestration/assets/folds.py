@@ -28,28 +28,25 @@ def build_fold_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition]
     def fold_dataset(
         context: dg.AssetExecutionContext, features: pl.DataFrame, bars: pl.DataFrame
     ) -> dg.Output[pl.DataFrame]:
-        from crypto_assets.folds import RobustZScore, add_labels, split_fold
+        from crypto_assets.folds.dataset import build_fold_dataset
 
         window = context_fold_window(context, spec)
-        frame = features.join(bars.select("symbol", "ts", "close"), on=["symbol", "ts"], how="left")
-        labelled = add_labels(frame, spec.label_horizon, timeframe=timeframe).drop("close")
-        train, test = split_fold(labelled, window, spec.purge_bars, timeframe)  # asserts a complete window
-        columns = [c for c in RobustZScore.default_columns(train) if not c.endswith("_code")]
-        scaler = RobustZScore().fit(train, columns)
-        out = pl.concat(
-            [
-                scaler.transform(train).with_columns(split=pl.lit("train")),
-                scaler.transform(test).with_columns(split=pl.lit("test")),
-            ]
+        fold = build_fold_dataset(
+            features,
+            bars,
+            window,
+            purge_bars=spec.purge_bars,
+            label_horizon=spec.label_horizon,
+            timeframe=timeframe,
         )
         return dg.Output(
-            out,
+            fold.frame,
             metadata={
-                "train_rows": train.height,
-                "test_rows": test.height,
+                "train_rows": fold.train_rows,
+                "test_rows": fold.test_rows,
                 "train_window": f"{window.train_start:%Y-%m-%d} .. {window.train_end:%Y-%m-%d} (minus {spec.purge_bars} purged bars)",
                 "test_window": f"{window.test_start:%Y-%m-%d} .. {window.test_end:%Y-%m-%d}",
-                "scaler": dg.MetadataValue.json(scaler.to_dict()),
+                "scaler": dg.MetadataValue.json(fold.scaler.to_dict()),
             },
         )
 

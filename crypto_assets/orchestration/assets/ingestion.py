@@ -9,19 +9,19 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, section_hash
 from crypto_assets.ingestion.coverage import (
-    CatchUpWindow,
     catch_up,
     catch_up_window,
     describe_spans,
     month_windows,
+    per_symbol_fetch,
     row_count_drops,
+    run_catch_up_window,
 )
 from crypto_assets.orchestration.io_managers import SPLIT_BY_TS
-from crypto_assets.orchestration.markdown import md
+from crypto_assets.orchestration.metadata import table_metadata
 from crypto_assets.orchestration.partitions import data_partitions, fetch_span, previous_month_key
-from crypto_assets.paths import experiment_root
+from crypto_assets.orchestration.resources import DataSourceResource, WarehouseResource
 from crypto_assets.sources.base import RAW_COLUMNS, OhlcvSource, empty_raw
-from crypto_assets.sources.factory import make_source
 from crypto_assets.storage.warehouse import Warehouse
 from crypto_assets.timeframes import parse_duration
 
@@ -74,7 +74,6 @@ def run_now(context: dg.AssetExecutionContext, as_of: str | None, key: str) -> d
 
 def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition]:
     partitions = data_partitions(experiment.data)
-    warehouse = Warehouse(experiment_root(experiment))
     timeframe = experiment.data.timeframe
     symbols = list(experiment.data.tickers)
     horizon = parse_duration(experiment.data.catch_up, "data.catch_up")
@@ -93,18 +92,25 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
             "unless run config `allow_fewer_rows: true`); the schedule fetches only what is missing."
         ),
     )
-    def raw_ohlcv(context: dg.AssetExecutionContext, config: IngestConfig) -> dg.Output[pl.DataFrame]:
+    def raw_ohlcv(
+        context: dg.AssetExecutionContext,
+        config: IngestConfig,
+        data_source: DataSourceResource,
+        warehouse: WarehouseResource,
+    ) -> dg.Output[pl.DataFrame]:
         window = context.partition_time_window
         keys = context.partition_keys
         now = run_now(context, config.as_of, "raw_ohlcv")
         start, end = fetch_span(experiment.data, window.start, window.end, now)
-        source = make_source(experiment)
+        source = data_source.source()
+        stored_tables = warehouse.warehouse()
         label = f"raw_ohlcv {keys[0]}" + (f"..{keys[-1]}" if len(keys) > 1 else "")
         if config.incremental:
-            return _catch_up(context, source, label, keys, start, end, now)
+            joint = data_source.draws_jointly()
+            return _catch_up(context, source, joint, stored_tables, label, keys, start, end, now)
         frame = source.fetch(symbols, timeframe, start, end) if start < end else empty_raw()
         frame = frame.select(RAW_COLUMNS).sort("symbol", "ts")
-        stored = warehouse.read_partitions("raw_ohlcv", keys, missing="skip")
+        stored = stored_tables.read_partitions("raw_ohlcv", keys, missing="skip")
         drops = row_count_drops(stored, frame, month_windows(keys))
         if drops and not config.allow_fewer_rows:
             # Fail before the output exists: the IO manager writes nothing, the stored rows stay.
@@ -134,6 +140,8 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
     def _catch_up(
         context: dg.AssetExecutionContext,
         source: OhlcvSource,
+        joint: bool,
+        warehouse: Warehouse,
         label: str,
         keys: list[str],
         start: dt.datetime,
@@ -143,27 +151,20 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         """The schedule's tick: keep every stored row of the run's months, fetch what is missing inside
         the catch-up window, report what could not be had."""
         horizon_window = catch_up_window(experiment.data.start, experiment.data.end, timeframe, horizon, now)
-        first_start = horizon_window.start
-        if keys[0] not in warehouse.stored_keys("raw_ohlcv"):
-            # A month never stored would otherwise be written holding only the horizon's part of it, and
-            # look complete from its first bar on: fetch it whole.
-            first_start = start
-        # The run's own months bound the work; the month before shows whether a symbol already listed.
-        window = CatchUpWindow(max(start, first_start), max(start, min(end, horizon_window.end)))
+        first_stored = keys[0] in warehouse.stored_keys("raw_ohlcv")
+        window = run_catch_up_window(start, end, horizon_window, first_month_stored=first_stored)
+        # The month before shows whether a symbol already listed.
         stored = warehouse.read_partitions("raw_ohlcv", [previous_month_key(keys[0]), *keys], missing="skip")
-
-        def fetch(symbol: str, span_start: dt.datetime, span_end: dt.datetime) -> pl.DataFrame:
-            # The synthetic market draws all symbols jointly (betas and seeds by position), so a subset
-            # would be another market: ask for the whole universe and keep the one symbol.
-            asked = symbols if experiment.data.source_kind == "synthetic" else [symbol]
-            return source.fetch(asked, timeframe, span_start, span_end).filter(pl.col("symbol") == symbol)
-
+        fetch = per_symbol_fetch(
+            lambda asked, span_start, span_end: source.fetch(asked, timeframe, span_start, span_end),
+            symbols,
+            joint=joint,
+        )
         result = catch_up(stored, fetch, symbols, timeframe, window)
         first, last = month_windows(keys)[keys[0]][0], month_windows(keys)[keys[-1]][1]
         frame = result.frame.filter((pl.col("ts") >= first) & (pl.col("ts") < last))
         what = (
-            f"{label} catch-up {window.start:%Y-%m-%d %H:%M}..{window.end:%Y-%m-%d %H:%M} "
-            f"(as of {now:%Y-%m-%d %H:%M})"
+            f"{label} catch-up {window.start:%Y-%m-%d %H:%M}..{window.end:%Y-%m-%d %H:%M} (as of {now:%Y-%m-%d %H:%M})"
         )
         context.log.info(
             f"{what}: {result.requested['bars'].sum()} missing bar(s) in {result.requested.height} span(s), "
@@ -184,9 +185,9 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
                 "catch_up_window": f"{window.start.isoformat()} .. {window.end.isoformat()}",
                 "fetched_bars": result.fetched_bars,
                 "rows": frame.height,
-                "requested_spans": md(result.requested, limit=50),
+                "requested_spans": table_metadata(result.requested, limit=50),
                 "missing_bars": int(result.still_missing["bars"].sum()),
-                "still_missing": md(result.still_missing, limit=50),
+                "still_missing": table_metadata(result.still_missing, limit=50),
                 "fetch_failures": dg.MetadataValue.json([str(f) for f in result.failures]),
             },
         )
@@ -203,7 +204,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         description="Validated bars on a regular grid per symbol, with quality flags (DESIGN.md §3.2).",
     )
     def bars(  # type: ignore[no-untyped-def]
-        context: dg.AssetExecutionContext, config: BarsConfig, raw_ohlcv: pl.DataFrame
+        context: dg.AssetExecutionContext, config: BarsConfig, warehouse: WarehouseResource, raw_ohlcv: pl.DataFrame
     ):
         from crypto_assets.validation import BarValidationError, validate_bars
 
@@ -216,7 +217,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
         # The month before the range (if stored) warms up trailing statistics and exposes a gap
         # straddling the partition boundary; it is read, never rewritten.
         previous = previous_month_key(context.partition_keys[0])
-        history = warehouse.read_partitions("bars", [previous], missing="skip")
+        history = warehouse.warehouse().read_partitions("bars", [previous], missing="skip")
         report = validate_bars(
             raw_ohlcv,
             experiment.data.timeframe,
@@ -233,7 +234,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
                 description=result.message,
                 metadata={
                     "failures": result.failures,
-                    "samples": md(result.samples, digits=8, limit=20),
+                    "samples": table_metadata(result.samples, digits=8, limit=20),
                 },
             )
             for result in report.results
@@ -257,7 +258,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
             except BarValidationError as exc:
                 raise dg.Failure(
                     description=str(exc),
-                    metadata={r.name: md(r.samples, digits=8, limit=20) for r in report.errors},
+                    metadata={r.name: table_metadata(r.samples, digits=8, limit=20) for r in report.errors},
                     allow_retries=False,
                 ) from exc
         assert report.bars is not None
@@ -278,7 +279,7 @@ def build_ingestion_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefini
             out,
             metadata={
                 "rows": out.height,
-                "per_symbol": md(per_symbol, limit=500),
+                "per_symbol": table_metadata(per_symbol, limit=500),
                 "filled_bars": int(out["is_filled"].sum()),
             },
         )

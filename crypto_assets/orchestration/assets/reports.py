@@ -7,7 +7,6 @@ backtest[every fold] ─► kpis, trials
 
 import base64
 import json
-import math
 
 import dagster as dg
 import polars as pl
@@ -19,11 +18,10 @@ from crypto_assets.orchestration.assets.common import (
     cost_model,
     fold_spec,
     optional_out,
-    order_rows,
     selected_outputs,
     strategy_name,
 )
-from crypto_assets.orchestration.markdown import md
+from crypto_assets.orchestration.metadata import table_metadata
 from crypto_assets.orchestration.partitions import data_end_exclusive
 from crypto_assets.timeframes import periods_per_year
 
@@ -38,12 +36,45 @@ KPI_COLUMNS = [
     "calmar",
     "total_return",
     "turnover",
+    "total_cost",
     "cost_share",
     "capped_share",
     "exposure",
     "psr",
     "dsr",
     "passes_constraints",
+]
+"""The KPI columns shown in the UI (the stored table has all of them, plus costs by kind and provenance)."""
+KPI_DESCRIPTIONS = {
+    "scope": "`stitched` (the walk-forward run, each month traded once) or a fold key (its whole test window).",
+    "capital": "Portfolio value (quote currency) at the start of the scope.",
+    "sharpe": "mean / std (ddof=1) of net bar returns × √P (bars per year, 24/7).",
+    "sortino": "mean × P / (downside deviation over all bars × √P).",
+    "max_drawdown": "Largest fall from a running peak of bar-level equity (a positive fraction).",
+    "cagr": "(V_T / V_0)^(P/T) − 1.",
+    "calmar": "CAGR / max drawdown; empty when there was no drawdown.",
+    "total_return": "V_T / V_0 − 1, after costs.",
+    "turnover": "Σ traded notional / portfolio value.",
+    "total_cost": "Fees + slippage + impact + funding, as a fraction of the starting capital.",
+    "cost_share": (
+        "Share of the pre-cost profit that costs consumed, in [0, 1]: costs / (net profit + costs) when the "
+        "net profit is ≥ 0; 1 when costs left no net profit (net loss); 0 without costs."
+    ),
+    "capped_share": "Share of fills the participation cap cut short; empty without fills.",
+    "exposure": "Mean gross exposure (Σ|w|).",
+    "psr": "Probabilistic Sharpe vs 0 (Bailey & López de Prado 2012).",
+    "dsr": "Deflated Sharpe over the strategies of this scope; empty for one strategy.",
+    "passes_constraints": "Max drawdown and Sharpe within the config's constraints (judged on `stitched`).",
+}
+REGIME_COLUMNS = [
+    "strategy",
+    "xp_trend_regime",
+    "xp_vol_regime",
+    "bars",
+    "sharpe",
+    "total_return",
+    "max_drawdown",
+    "exposure",
 ]
 
 
@@ -88,37 +119,31 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
         group_name="reports",
     )
     def walk_forward(context: dg.AssetExecutionContext, bars: pl.DataFrame, **strategies: pl.DataFrame):  # type: ignore[no-untyped-def]
-        from crypto_assets.backtest import run_backtest
-        from crypto_assets.evaluation import per_bar_results
+        from crypto_assets.evaluation import MissingFoldsError, stitched_bounds, walk_forward_runs
 
-        windows = fold_windows(data.start, data_end_exclusive(data), spec)
-        spans = stitch_months(windows, spec.step_months)
-        first, last = min(s for s, _ in spans.values()), max(e for _, e in spans.values())
-        costs = cost_model(experiment)
-        history = bars.filter((pl.col("ts") >= first - cost_lookback(experiment)) & (pl.col("ts") < last))
-        per_bar, trips = [], []
-        for asset_name, weights in sorted(strategies.items()):
-            strategy = names[asset_name]
-            missing = sorted(set(spans) - set(weights["fold"].unique().to_list()))
-            if missing:
-                raise dg.Failure(f"{asset_name}: folds {', '.join(missing)} are not materialized; run them first")
-            stitched = pl.concat(
-                [
-                    weights.filter((pl.col("fold") == key) & (pl.col("ts") >= s) & (pl.col("ts") < e))
-                    for key, (s, e) in spans.items()
-                ]
+        spans = stitch_months(fold_windows(data.start, data_end_exclusive(data), spec), spec.step_months)
+        first, last = stitched_bounds(spans)
+        weights = {names[asset_name]: frame for asset_name, frame in sorted(strategies.items())}
+        try:
+            runs = walk_forward_runs(
+                bars,
+                weights,
+                spans,
+                cost_model(experiment),
+                capital=capital,
+                timeframe=timeframe,
+                lookback=cost_lookback(experiment),
             )
-            result = run_backtest(history, order_rows(stitched), costs, initial_value=capital, timeframe=timeframe)
-            per_bar.append(per_bar_results(result, strategy, first, last))
-            trips.append(result.round_trips.with_columns(strategy=pl.lit(strategy)))
+        except MissingFoldsError as exc:
+            raise dg.Failure(str(exc)) from exc
         yield from selected_outputs(
             context,
             dg.Output(
-                pl.concat(per_bar),
+                runs.per_bar,
                 output_name="walk_forward_equity",
                 metadata={"folds": len(spans), "span": f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}"},
             ),
-            dg.Output(pl.concat(trips, how="diagonal_relaxed"), output_name="walk_forward_trades"),
+            dg.Output(runs.trades, output_name="walk_forward_trades"),
         )
 
     P = periods_per_year(timeframe)
@@ -144,23 +169,29 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
         walk_forward_trades: pl.DataFrame,
         bars: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
-        from crypto_assets.evaluation import STITCHED, kpi_rows, provenance
+        from crypto_assets.evaluation import STITCHED, kpi_table, provenance
         from crypto_assets.evaluation.charts import equity_drawdown_png
 
-        limits = {
-            "max_drawdown_limit": experiment.constraints.max_drawdown,
-            "min_sharpe": experiment.constraints.min_sharpe,
-        }
-        rows = kpi_rows(walk_forward_equity, walk_forward_trades, P, scope=STITCHED, **limits)
-        for (fold,), group in backtest.sort("fold").group_by("fold", maintain_order=True):
-            rows += kpi_rows(group, trades.filter(pl.col("fold") == fold), P, scope=str(fold), **limits)
-        table = pl.DataFrame(rows).with_columns(**{k: pl.lit(v) for k, v in provenance(experiment, bars).items()})
+        table = kpi_table(
+            walk_forward_equity,
+            walk_forward_trades,
+            backtest,
+            trades,
+            P,
+            max_drawdown_limit=experiment.constraints.max_drawdown,
+            min_sharpe=experiment.constraints.min_sharpe,
+            provenance=provenance(experiment, bars),
+        )
         stitched = table.filter(pl.col("scope") == STITCHED)
         chart = equity_drawdown_png(walk_forward_equity, f"{experiment.experiment.name}: stitched walk-forward equity")
+        per_fold = table.filter(pl.col("scope") != STITCHED).sort("scope", "strategy")
         return dg.Output(
             table,
             metadata={
-                "stitched": md(stitched.select(KPI_COLUMNS), digits=3),
+                "stitched": table_metadata(stitched.select(KPI_COLUMNS), digits=3, descriptions=KPI_DESCRIPTIONS),
+                "per_fold": table_metadata(
+                    per_fold.select(KPI_COLUMNS), digits=3, limit=500, descriptions=KPI_DESCRIPTIONS
+                ),
                 "equity_drawdown": dg.MetadataValue.md(_png_markdown(chart, "equity and drawdown")),
                 "folds": table["scope"].n_unique() - 1,
             },
@@ -175,27 +206,10 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
         description="Stitched KPIs per ex-post regime (bull / bear / chop × high / low vol) and exposure by regime.",
     )
     def regime_kpis(walk_forward_equity: pl.DataFrame, bars: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-        from crypto_assets.evaluation import regime_kpi_rows
-        from crypto_assets.features import pick_benchmark
-        from crypto_assets.regimes.ex_post import ex_post_regimes
+        from crypto_assets.evaluation import regime_table
 
-        # Reporting only: labels from the full sample of the benchmark (BTC) never reach a model.
-        benchmark = pick_benchmark(bars) or bars["symbol"].min()
-        regimes = ex_post_regimes(bars.filter(pl.col("symbol") == benchmark)).select(
-            "ts", "xp_trend_regime", "xp_vol_regime"
-        )
-        table = regime_kpi_rows(walk_forward_equity, regimes.drop_nulls(), P).with_columns(benchmark=pl.lit(benchmark))
-        columns = [
-            "strategy",
-            "xp_trend_regime",
-            "xp_vol_regime",
-            "bars",
-            "sharpe",
-            "total_return",
-            "max_drawdown",
-            "exposure",
-        ]
-        return dg.Output(table, metadata={"regimes": md(table.select(columns), digits=3)})
+        table = regime_table(walk_forward_equity, bars, P)
+        return dg.Output(table, metadata={"regimes": table_metadata(table.select(REGIME_COLUMNS), digits=3)})
 
     @dg.asset(
         ins={"backtest": dg.AssetIn()},
@@ -210,22 +224,18 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
             {"costs": experiment.costs.model_dump(), "walk_forward": experiment.walk_forward.model_dump()},
             sort_keys=True,
         )
-        table = (
-            backtest.group_by("strategy", "fold")
-            .agg(
-                (pl.col("return").mean() / pl.col("return").std(ddof=1)).alias("sharpe_per_bar"),
-                pl.len().alias("n_bars"),
-            )
-            .with_columns(
-                (pl.col("sharpe_per_bar") * math.sqrt(P)).alias("sharpe"),
-                pl.lit(params).alias("params"),
-                pl.lit(experiment.experiment.name).alias("experiment"),
-            )
-            .sort("strategy", "fold")
+        from crypto_assets.evaluation import sharpe_variance, trial_rows
+
+        table = trial_rows(backtest, P).with_columns(
+            params=pl.lit(params), experiment=pl.lit(experiment.experiment.name)
         )
         return dg.Output(
             table,
-            metadata={"trials": table.height, "sharpe_variance": float(table["sharpe_per_bar"].var() or math.nan)},
+            metadata={
+                "trials": table.height,
+                "sharpe_variance": sharpe_variance(table),
+                "sharpes": table_metadata(table.select("strategy", "fold", "n_bars", "sharpe"), digits=3, limit=500),
+            },
         )
 
     return [walk_forward, kpis, regime_kpis, trials]
