@@ -518,9 +518,7 @@ def test_execute_bar_by_hand() -> None:
     want_imp = 0.5 * 0.01 * (60 * math.sqrt(60 / 4e6) + 50 * math.sqrt(50 / 2000))
     assert (fees, slip, imp, traded) == pytest.approx((want_fee, want_slip, want_imp, 110.0), rel=1e-14)
     assert cash == pytest.approx(1000.0 - 110.0 - want_fee - want_slip - want_imp, rel=1e-15)
-    assert fill_cost(60.0, market, 0, 1, params)[2] == pytest.approx(
-        0.5 * 0.01 * 60 * math.sqrt(6e-5)
-    )  # σ 0.01, ADV 1e6
+    assert fill_cost(60.0, 0.01, 1e6, 1.0, 1.0, params)[2] == pytest.approx(0.5 * 0.01 * 60 * math.sqrt(6e-5))
 
 
 @pytest.mark.parametrize(
