@@ -315,12 +315,12 @@ class Artifact:
         )
 
 
-NON_FEATURES = ("symbol", "ts", "split", "fold")
-
-
 def feature_columns_of(frame: pl.DataFrame) -> list[str]:
-    """The fold frame's input columns: everything but keys, `split` and the look-ahead `label_*` targets."""
-    return [c for c in frame.columns if c not in NON_FEATURES and not c.startswith("label_")]
+    """The fold frame's input columns: everything but keys, `split` and the look-ahead `label_*` targets
+    (`crypto_assets.folds.dataset.input_columns`, the rule every reader of a fold frame shares)."""
+    from crypto_assets.folds.dataset import input_columns
+
+    return input_columns(frame)
 
 
 def compute_inputs(bars: pl.DataFrame, timeframe: str) -> pl.DataFrame:
@@ -382,17 +382,9 @@ def build_fold(
 
     Used for the live fold, whose window ends at the month being traded, and by the fold assets to keep the
     scaler that `fold_dataset` fitted (it stores only the scaled rows)."""
-    from crypto_assets.folds import add_labels, split_fold
+    from crypto_assets.folds.dataset import build_fold_dataset  # the one implementation `fold_dataset` uses too
 
-    frame = features.join(bars.select("symbol", "ts", "close"), on=["symbol", "ts"], how="left")
-    labelled = add_labels(frame, label_horizon, timeframe=timeframe).drop("close")
-    train, test = split_fold(labelled, window, purge_bars, timeframe)  # asserts a complete window
-    columns = [c for c in RobustZScore.default_columns(train) if not c.endswith("_code")]
-    scaler = RobustZScore().fit(train, columns)
-    out = pl.concat(
-        [
-            scaler.transform(train).with_columns(split=pl.lit("train")),
-            scaler.transform(test).with_columns(split=pl.lit("test")),
-        ]
+    fold = build_fold_dataset(
+        features, bars, window, purge_bars=purge_bars, label_horizon=label_horizon, timeframe=timeframe
     )
-    return out, scaler
+    return fold.frame, fold.scaler

@@ -41,13 +41,12 @@ def build_feature_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefiniti
         description="Causal features and causal regime codes per symbol and bar (crypto_assets.features).",
     )
     def features(context: dg.AssetExecutionContext, bars: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-        from crypto_assets.features import compute_features
-        from crypto_assets.regimes.causal import causal_regimes
+        from crypto_assets.families import compute_inputs  # what replaying an artifact recomputes, too
 
         window = context.partition_time_window
         history = bars.filter(pl.col("ts") >= window.start - feature_lookback)
         try:
-            feats = compute_features(history, timeframe)
+            inputs = compute_inputs(history, timeframe)
         except ValueError as exc:
             if experiment.validation.gap_policy == "ffill":
                 raise
@@ -55,10 +54,7 @@ def build_feature_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefiniti
                 f"{exc}. validation.gap_policy is {experiment.validation.gap_policy!r}, which leaves missing bars "
                 "in `bars`; indicators need a regular grid: set validation.gap_policy: ffill"
             ) from exc
-        regimes = causal_regimes(history, timeframe).select("symbol", "ts", "vol_regime_code", "trend_regime_code")
-        out = feats.join(regimes, on=["symbol", "ts"], how="left").filter(
-            (pl.col("ts") >= window.start) & (pl.col("ts") < window.end)
-        )
+        out = inputs.filter((pl.col("ts") >= window.start) & (pl.col("ts") < window.end))
         nulls = {c: n for c, n in zip(out.columns, out.null_count().row(0), strict=True) if n}
         return dg.Output(
             out,
