@@ -104,7 +104,8 @@ def kpi_rows(
                 "turnover": float(group["turnover"].sum()),
                 "total_cost": float(group["cost"].sum()),
                 **costs,
-                "cost_share": cost_share(float(group["cost"].sum()), float(group["equity"][-1]) - 1.0),
+                # numpy's sum, as before cost_share was bounded: the ratio stays bit-identical where it was defined
+                "cost_share": cost_share(float(group["cost"].to_numpy().sum()), float(group["equity"][-1]) - 1.0),
                 "fills": fills,
                 "capped_share": capped / fills if fills else math.nan,
                 "exposure": float(group["gross_exposure"].mean()),  # type: ignore[arg-type]
