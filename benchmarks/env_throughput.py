@@ -17,7 +17,8 @@ slippage, square-root impact, participation cap). Reported:
 4. `run_backtest` on the same bars (the engine whose per-bar kernels the env calls): random long-only target
    weights for every symbol at every bar (8,760 orders × 3), default costs, median wall time of repeated
    runs from the long frames to the per-bar outputs, and with every long-format output built too.
-   `--backtest-only` runs just this part.
+   `--backtest-only` runs just this part, `--skip-ppo` leaves out 2-3; `--cpu-time` times 1 and 4 in the
+   process's CPU time (for before / after comparisons on a machine shared with other jobs).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import datetime as dt
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,9 @@ def synthetic(n_bars: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     return pl.concat(rows), pl.concat(bars)
 
 
-def env_steps_per_second(data: EnvData, action: ActionKind, n_steps: int) -> float:
+def env_steps_per_second(
+    data: EnvData, action: ActionKind, n_steps: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
     env = TradingEnv(data, CostModel(), EnvParams(window=24, action=action, initial_value=1e5), seed=0)
     rng = np.random.default_rng(0)
     actions: np.ndarray
@@ -80,12 +84,12 @@ def env_steps_per_second(data: EnvData, action: ActionKind, n_steps: int) -> flo
     env.reset()
     env.step(actions[0])  # JIT compile of the step kernel, not timed
     env.reset()
-    start = time.perf_counter()
+    start = clock()
     for a in actions:
         _, _, terminated, truncated, _ = env.step(a)
         if terminated or truncated:
             env.reset()
-    return n_steps / (time.perf_counter() - start)
+    return n_steps / (clock() - start)
 
 
 def ppo_throughput(data: EnvData, total_timesteps: int) -> dict[str, float]:
@@ -130,7 +134,9 @@ def ppo_throughput(data: EnvData, total_timesteps: int) -> dict[str, float]:
     }
 
 
-def backtest_seconds(bars: pl.DataFrame, n_runs: int, *, long_outputs: bool) -> float:
+def backtest_seconds(
+    bars: pl.DataFrame, n_runs: int, *, long_outputs: bool, clock: Callable[[], float] = time.perf_counter
+) -> float:
     """Median wall time of `run_backtest` over `n_runs` runs (after one untimed run: kernel load / compile)."""
     rng = np.random.default_rng(0)
     ts = bars["ts"].unique().sort()
@@ -144,12 +150,12 @@ def backtest_seconds(bars: pl.DataFrame, n_runs: int, *, long_outputs: bool) -> 
     )
     times = []
     for k in range(n_runs + 1):
-        start = time.perf_counter()
+        start = clock()
         result = run_backtest(bars, weights, CostModel(), initial_value=1e5)
         if long_outputs:
             _ = (result.positions, result.weights, result.trades, result.round_trips)
         if k:
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     return float(np.median(times))
 
 
@@ -157,12 +163,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller budgets")
     parser.add_argument("--backtest-only", action="store_true", help="only time run_backtest")
+    parser.add_argument("--skip-ppo", action="store_true", help="time run_backtest and the env, not PPO")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time run_backtest and env steps in this process's CPU time (time.process_time), not wall time: "
+        "on a machine busy with other jobs, wall time measures them too",
+    )
     args = parser.parse_args()
     n_env_steps, ppo_steps = (20_000, 4_096) if args.quick else (200_000, 40_960)
     fold, bars = synthetic(8760)
     n_runs = 5 if args.quick else 30
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    print(f"timing {'CPU time of this process' if args.cpu_time else 'wall time'}")
     for long_outputs in (False, True):
-        secs = backtest_seconds(bars, n_runs, long_outputs=long_outputs)
+        secs = backtest_seconds(bars, n_runs, long_outputs=long_outputs, clock=clock)
         what = "with positions, orders, trades, round trips" if long_outputs else "per-bar outputs"
         print(f"run_backtest, 3 symbols × 8,760 bars, an order per symbol and bar, {what}: {secs * 1e3:.1f} ms")
     if args.backtest_only:
@@ -172,8 +187,10 @@ def main() -> None:
     print(f"3 symbols × {data.ts_us.shape[0]} bars, {len(data.feature_names)} features, window 24 → obs {obs}")
     actions: tuple[ActionKind, ...] = ("continuous", "discrete")
     for action in actions:
-        rate = env_steps_per_second(data, action, n_env_steps)
+        rate = env_steps_per_second(data, action, n_env_steps, clock)
         print(f"env steps/s, single env, random {action} actions: {rate:,.0f}")
+    if args.skip_ppo:
+        return
     ppo = ppo_throughput(data, ppo_steps)
     print(
         f"PPO (n_envs 4, n_steps 256, batch 256, 5 epochs, MLP 64×64, CPU, 1 torch thread): "
