@@ -120,7 +120,7 @@ _CASH, _VALUE, _PEAK = 0, 1, 2
 
 @dataclass(frozen=True)
 class EnvParams:
-    """Environment settings; the first six mirror the config's `models.ppo` section."""
+    """Environment settings; the first six come from the PPO_Agent family's parameters (`PPOParams.env_params`)."""
 
     window: int = 24
     """Bars of features in each observation (ending at the decision bar)."""

@@ -5,6 +5,7 @@ the Dagster assets import it lazily inside their bodies (DESIGN §2: the multipr
 code location in every step process).
 
     from crypto_assets.models import ForecasterParams, derive_seed, select_device, train_forecaster
+    # ForecasterParams is the LSTM_Attn / CNN_LSTM entry of `models.families` (crypto_assets.families)
     model = train_forecaster(fold, default_feature_columns(fold), horizon=24, params=ForecasterParams(),
                              device=select_device(cfg.experiment.gpu_id),
                              seed=derive_seed(cfg.seed, "forecaster_lstm_attn", fold_key))
