@@ -30,7 +30,8 @@ def replay(
     fold's own bars (from the experiment's first bar, as a single-run ingest computes the features) it returns
     exactly the weights the fold stored. Bars before `start` are history (indicator warm-up, input windows,
     σ / ADV of the cost model); the `purge_bars` just before `start` are left out of the inputs as the fold's
-    purge left them out of training.
+    purge left them out of training. Exact equality holds on the device the model decided on when it was stored
+    (`device`; CPU unless a family trained on a GPU: pass e.g. `device="cuda:0"` for those).
     """
     artifact = Artifact.load(artifact_dir, device=device)
     return artifact.weights(bars, features=features, start=start, end=end)
