@@ -143,7 +143,7 @@ class PPOAgentFamily(Family):
     def load_model(self, directory: Path, device: str) -> Any:
         from crypto_assets.agents.ppo import TrainedAgent
 
-        return TrainedAgent.load(directory, device="cpu")  # MLP policies decide on CPU; identical results
+        return TrainedAgent.load(directory, device=device)
 
 
 register(PPOAgentFamily())
