@@ -192,8 +192,11 @@ def test_a_15m_experiment_uses_4x_the_bars_of_a_1h_one_for_the_same_durations() 
     assert (cost_model(quarter).vol_window, cost_model(quarter).adv_window) == (96, 672)
     for name in ("trend_following", "vol_targeted_trend"):
         one, four = baseline_settings(hourly, name), baseline_settings(quarter, name)
-        assert one == four == {"rebalance_every": "1d", "fast": "10d", "slow": "50d", "vol_window": "30d"} | (
-            {"target_vol": 0.4} if name == "vol_targeted_trend" else {}
+        assert (
+            one
+            == four
+            == {"rebalance_every": "1d", "fast": "10d", "slow": "50d", "vol_window": "30d"}
+            | ({"target_vol": 0.4} if name == "vol_targeted_trend" else {})
         )
         for kw in ("rebalance_every", "fast", "slow", "vol_window"):
             assert span_bars(four[kw], timeframe_us("15m"), kw) == 4 * span_bars(one[kw], timeframe_us("1h"), kw)
@@ -252,3 +255,38 @@ def test_one_output_of_a_multi_asset_materializes_alone(study: Warehouse) -> Non
     assert result.success
     assert study.read_partitions("backtest", [FOLDS[0]]).equals(before)  # deterministic recomputation
     assert weights_file.stat().st_mtime_ns == weights_mtime  # not selected: untouched
+
+
+def test_reports_show_typed_tables_in_the_ui_and_cost_share_stays_in_0_1(study: Warehouse) -> None:
+    """The KPI, per-fold, regime and backtest-summary tables are native Dagster tables (typed, rounded
+    columns), not markdown; every cost share is a number in [0, 1]."""
+    import dagster as dg
+
+    kpis = study.read_table("kpis")
+    assert kpis is not None
+    shares = kpis["cost_share"].to_list()
+    assert all(0.0 <= v <= 1.0 for v in shares), shares
+    with dg.DagsterInstance.from_config(str(study.root / "dagster_home")) as instance:
+
+        def metadata(key: str) -> dict[str, object]:
+            event = instance.get_latest_materialization_event(dg.AssetKey(key))
+            assert event is not None and event.asset_materialization is not None, key
+            return dict(event.asset_materialization.metadata)
+
+        report = metadata("kpis")
+        stitched, per_fold = report["stitched"], report["per_fold"]
+        assert isinstance(stitched, dg.TableMetadataValue) and isinstance(per_fold, dg.TableMetadataValue)
+        types = {c.name: c.type for c in stitched.schema.columns}
+        assert types["strategy"] == "string" and types["sharpe"] == "float" and types["passes_constraints"] == "bool"
+        assert len(stitched.records) == len(STRATEGIES)
+        assert len(per_fold.records) == len(FOLDS) * len(STRATEGIES)
+        assert "costs / (net profit + costs)" in (
+            next(c for c in stitched.schema.columns if c.name == "cost_share").description or ""
+        )
+        for record in stitched.records:
+            sharpe = record.data["sharpe"]
+            assert isinstance(sharpe, float) and sharpe == float(f"{sharpe:.3g}")  # rounded to 3 significant digits
+        assert isinstance(metadata("regime_kpis")["regimes"], dg.TableMetadataValue)
+        assert isinstance(metadata("trials")["sharpes"], dg.TableMetadataValue)
+        summary = metadata("backtest")["summary"]
+        assert isinstance(summary, dg.TableMetadataValue) and len(summary.records) == len(STRATEGIES)
