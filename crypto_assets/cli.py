@@ -1,8 +1,10 @@
 """`crypto-lab`: the project's command line.
 
 crypto-lab validate-config FILE          check an experiment file without running anything
-crypto-lab run --config FILE             materialize the experiment end to end on its persistent
-                                         Dagster instance (storage/<experiment>/dagster_home)
+crypto-lab run --config FILE             materialize the experiment end to end: runs launched on its
+                                         persistent Dagster instance (storage/<experiment>/dagster_home)
+                                         against the code location, so the UI lists them
+                                         (`crypto-lab run --help`: --only, --folds, --skip-training)
 crypto-lab home --config FILE            print that instance's DAGSTER_HOME (for `export`)
 crypto-lab dagster --config FILE -- ARGS run the `dagster` CLI on the experiment's instance
 """
@@ -12,15 +14,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crypto_assets.config import ConfigError, ExperimentConfig, config_hash, load_config
 
 if TYPE_CHECKING:  # dagster is imported lazily: `validate-config` must stay fast
-    from dagster import ExecuteInProcessResult
+    from dagster import DagsterEvent, DagsterInstance, Definitions, EventLogEntry, ExecuteInProcessResult
+
+    from crypto_assets.orchestration.launcher import RunRequest
 
 
 def _load(path: str) -> ExperimentConfig:
@@ -47,74 +53,232 @@ def _validate_config(args: argparse.Namespace) -> int:
     return 0
 
 
+STAGES = ("data", "folds", "reports", "live")
+LIVE_JOB = "live"  # = orchestration.definitions.LIVE_JOB, the live fold (DESIGN.md §6.2), when the experiment has one
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+CANCEL_WAIT_S = 120.0  # how long Ctrl-C waits for the canceled run to stop (a step finishes its current call)
+
+
+class UsageError(Exception):
+    """A `crypto-lab run` option that does not fit this experiment (exit code 2)."""
+
+
+def _stages(args: argparse.Namespace, *, data_only: str | None, jobs: set[str]) -> list[str]:
+    """The stages to run, in graph order: `--only` if given, else data + folds + reports (data + folds
+    with `--folds`: the KPI tables need every fold); a data-only experiment has only `data`."""
+    if args.only:
+        chosen = {stage.strip() for value in args.only for stage in value.split(",") if stage.strip()}
+        unknown = sorted(chosen - set(STAGES))
+        if unknown:
+            raise UsageError(f"--only: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    else:
+        chosen = {"data", "folds"} if args.folds else {"data", "folds", "reports"}
+    if data_only and chosen & {"folds", "reports"}:
+        if args.only or args.folds:
+            raise UsageError(f"this experiment has no folds and no reports ({data_only}); run --only data")
+        chosen = {"data"}
+    if "live" in chosen and LIVE_JOB not in jobs:
+        raise UsageError(
+            f"--only live: this experiment's definitions have no `{LIVE_JOB}` job (jobs: {', '.join(sorted(jobs))})"
+        )
+    if args.folds and "folds" not in chosen:
+        raise UsageError("--folds selects fold runs: add `folds` to --only")
+    if args.skip_training and "folds" not in chosen:
+        raise UsageError("--skip-training applies to fold runs: add `folds` to --only")
+    return [stage for stage in STAGES if stage in chosen]
+
+
+def _selected_folds(option: str | None, folds: list[str]) -> list[str]:
+    """`--folds` keys (`YYYY-MM-01`, or `YYYY-MM`) checked against the experiment's folds, in fold order."""
+    if not option:
+        return folds
+    wanted = {key if len(key) > 7 else f"{key}-01" for key in (part.strip() for part in option.split(",")) if key}
+    unknown = sorted(wanted - set(folds))
+    if unknown or not wanted:
+        raise UsageError(
+            f"--folds: {', '.join(unknown) or 'no key'} is not a fold of this experiment; its {len(folds)} folds "
+            f"(first month of each test window): {', '.join(folds)}"
+        )
+    return [key for key in folds if key in wanted]
+
+
+def _plan(
+    args: argparse.Namespace, config: ExperimentConfig, defs: Definitions, data_only: str | None
+) -> list[RunRequest]:
+    """One run per partitions definition, in order (DESIGN.md §2): all months in one run, then each fold,
+    then the reports, then the live fold."""
+    from crypto_assets.folds import fold_keys
+    from crypto_assets.orchestration.assets.common import fold_spec
+    from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, REPORTS_JOB
+    from crypto_assets.orchestration.instance import GPU_POOL
+    from crypto_assets.orchestration.launcher import RunRequest
+    from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions
+
+    stages = _stages(args, data_only=data_only, jobs={job.name for job in defs.jobs or ()})
+    folds = [] if data_only else fold_keys(config.data.start, data_end_exclusive(config.data), fold_spec(config))
+    chosen_folds = _selected_folds(args.folds, folds) if "folds" in stages else []
+    months = data_partitions(config.data).get_partition_keys()
+    plan: list[RunRequest] = []
+    if "data" in stages:
+        plan.append(
+            RunRequest(
+                INGEST_JOB,
+                f"raw_ohlcv → bars → features, {len(months)} months {months[0]} .. {months[-1]} in one run",
+                {"dagster/asset_partition_range_start": months[0], "dagster/asset_partition_range_end": months[-1]},
+            )
+        )
+    if chosen_folds:
+        selection, what = None, "dataset, strategies, backtest"
+        if args.skip_training:
+            # Training assets are the ones in the `gpu` pool; the rest reads their stored outputs.
+            graph = defs.resolve_job_def(FOLDS_JOB).asset_layer.asset_graph
+            trained = {key for key in graph.executable_asset_keys if GPU_POOL in (graph.get(key).pools or ())}
+            selection = frozenset(graph.executable_asset_keys - trained)
+            names = ", ".join(sorted(key.to_user_string() for key in trained))
+            what = f"everything but the trained models, from their stored outputs (skipping {names})"
+        plan += [
+            RunRequest(FOLDS_JOB, f"fold {key}: {what}", {"dagster/partition": key}, selection) for key in chosen_folds
+        ]
+    if "reports" in stages:
+        plan.append(RunRequest(REPORTS_JOB, "walk-forward equity, kpis, regime_kpis, trials"))
+    if "live" in stages:
+        live = defs.resolve_job_def(LIVE_JOB).partitions_def
+        key = live.get_last_partition_key() if live is not None else None
+        plan.append(RunRequest(LIVE_JOB, f"live fold {key}", {"dagster/partition": key} if key else {}))
+    return plan
+
+
 def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    from crypto_assets.ingestion.scope import data_only_note
+    from crypto_assets.orchestration.definitions import build_definitions
     from crypto_assets.orchestration.instance import prepare_instance
 
     home = prepare_instance(config, args.config)
-    import dagster as dg
-
-    from crypto_assets.folds import fold_keys
-    from crypto_assets.ingestion.scope import data_only_note
-    from crypto_assets.orchestration.assets.common import fold_spec
-    from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, REPORTS_JOB, build_definitions
-    from crypto_assets.orchestration.partitions import data_end_exclusive, data_partitions
-
-    defs = build_definitions(config)
-    months = data_partitions(config.data).get_partition_keys()
-    folds = fold_keys(config.data.start, data_end_exclusive(config.data), fold_spec(config))
-    logging = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
-    range_tags = {"dagster/asset_partition_range_start": months[0], "dagster/asset_partition_range_end": months[-1]}
-    # One run per partitions definition, in order (DESIGN.md §2): months in one run, then each fold, then reports.
-    plan: list[tuple[str, str, dict[str, object]]] = [
-        (
-            INGEST_JOB,
-            f"raw_ohlcv → bars → features, {len(months)} months {months[0]} .. {months[-1]} in one run",
-            {"tags": range_tags},
-        ),
-        *((FOLDS_JOB, f"fold {key}: dataset, strategies, backtest", {"partition_key": key}) for key in folds),
-        (REPORTS_JOB, "walk-forward equity, kpis, regime_kpis, trials", {}),
-    ]
     note = data_only_note(config)
-    if note:  # no fold (yet): ingest and validate only, no KPI tables
-        plan = plan[:1]
+    defs = build_definitions(config)  # the code server loads the same module and config: same jobs
+    try:
+        plan = _plan(args, config, defs, note)  # a note: no fold yet, so no fold or report runs
+    except UsageError as exc:
+        print(f"crypto-lab run: {exc}", file=sys.stderr)
+        return 2
     print(f"experiment {config.experiment.name!r}: instance {home}")
     if note:
         print(f"note: {note}")
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
-        for step, (job, label, options) in enumerate(plan, 1):
-            t0 = time.perf_counter()
-            result = defs.resolve_job_def(job).execute_in_process(
-                instance=instance,
-                run_config=logging,
-                raise_on_error=False,
-                **options,  # type: ignore[arg-type]
-            )
-            status = "ok" if result.success else "FAILED"
-            print(
-                f"[{step}/{len(plan)}] {label}: {status} ({time.perf_counter() - t0:.1f} s, run {result.run_id[:8]})",
-                flush=True,
-            )
-            if not result.success:
-                print("\n".join(failure_messages(result)), file=sys.stderr)
-                return 1
+    status = _launch_all(plan, args.log_level)
+    if status:
+        return status
     print(f"done in {time.perf_counter() - started:.1f} s")
-    _print_summary(config, with_kpis=note is None)
+    reported = any(request.job == "reports" for request in plan)
+    if reported or plan[0].job == "ingest":  # bars after an ingest; KPI tables only when this command refreshed them
+        _print_summary(config, with_kpis=reported)
     return 0
 
 
-def failure_messages(result: ExecuteInProcessResult) -> list[str]:
-    """Each failed step's error with its causes (Dagster wraps the user's exception in its own)."""
-    messages = []
-    for event in result.all_events:
-        if not (event.is_step_failure and event.step_failure_data and event.step_failure_data.error):
-            continue
-        error, chain = event.step_failure_data.error, []
-        while error is not None:
-            chain.append(error.message.strip())
-            error = error.cause
-        messages.append(f"step {event.step_key} failed:\n  " + "\n  ".join(chain))
+def _launch_all(plan: list[RunRequest], log_level: str) -> int:
+    """Launch the plan's runs one after the other on the experiment's instance; stop at the first failure.
+    Ctrl-C (or SIGTERM) cancels the run in flight through the launcher and exits 130."""
+    import dagster as dg
+    from dagster._core.utils import make_new_run_id
+
+    from crypto_assets.orchestration.launcher import code_server, launch, watch
+
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    server_level = "WARNING" if log_level == "INFO" else log_level  # its INFO lines are start / stop chatter
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a `kill` cancels like Ctrl-C
+    run_id: str | None = None
+    try:
+        with dg.DagsterInstance.get() as instance, code_server(instance, server_level) as workspace:
+            try:
+                for step, request in enumerate(plan, 1):
+                    t0 = time.perf_counter()
+                    print(f"[{step}/{len(plan)}] {request.label}", flush=True)
+                    run_id = make_new_run_id()  # known before the run exists, so a Ctrl-C mid-launch cancels it
+                    run = launch(instance, workspace, request, run_config, run_id=run_id)
+                    progress = _Progress(f"[{step}/{len(plan)}]")
+                    run = watch(instance, run.run_id, progress)
+                    ok = run.status == dg.DagsterRunStatus.SUCCESS
+                    print(
+                        f"[{step}/{len(plan)}] {request.label}: {'ok' if ok else run.status.value} "
+                        f"({time.perf_counter() - t0:.1f} s, run {run.run_id[:8]})",
+                        flush=True,
+                    )
+                    if not ok:
+                        print(
+                            "\n".join(failure_messages(progress.events)) or f"run {run.run_id} {run.status.value}",
+                            file=sys.stderr,
+                        )
+                        return 1
+            except KeyboardInterrupt:
+                return _cancel(instance, run_id)
+    except KeyboardInterrupt:  # while the code server started or stopped: nothing of ours is running
+        print("\ninterrupted", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    return 0
+
+
+def _cancel(instance: DagsterInstance, run_id: str | None) -> int:
+    """Cancel the run in flight and wait (bounded) until it has stopped; a second Ctrl-C stops waiting."""
+    from crypto_assets.orchestration.launcher import terminate, watch
+
+    if run_id is None:
+        print("\ninterrupted before a run started", file=sys.stderr)
+        return INTERRUPTED
+    print(f"\ninterrupted: canceling run {run_id} (Ctrl-C again to stop waiting)", file=sys.stderr, flush=True)
+    try:
+        terminate(instance, run_id)
+        run = watch(instance, run_id, lambda _: None, timeout_s=CANCEL_WAIT_S)
+        print(f"run {run_id}: {run.status.value}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(
+            f"stopped waiting; run {run_id} may still be canceling (see `crypto-lab dagster -- run list`)",
+            file=sys.stderr,
+        )
+    return INTERRUPTED
+
+
+class _Progress:
+    """Prints each step's start and end as the run's events arrive, and keeps them for the failure report."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.events: list[DagsterEvent] = []
+        self._started: dict[str, float] = {}
+
+    def __call__(self, entry: EventLogEntry) -> None:
+        event = entry.dagster_event
+        if event is None:
+            return
+        self.events.append(event)
+        step, kind = event.step_key, event.event_type_value
+        if kind == "STEP_START" and step:
+            self._started[step] = entry.timestamp
+            print(f"{self.prefix}   {step} started", flush=True)
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED", "STEP_UP_FOR_RETRY") and step:
+            took = entry.timestamp - self._started.get(step, entry.timestamp)
+            word = {"STEP_SUCCESS": "done", "STEP_FAILURE": "FAILED", "STEP_SKIPPED": "skipped"}.get(kind, "retrying")
+            print(f"{self.prefix}   {step} {word} ({took:.1f} s)", flush=True)
+
+
+def failure_messages(result: ExecuteInProcessResult | Iterable[DagsterEvent]) -> list[str]:
+    """Each failed step's error with its causes (Dagster wraps the user's exception in its own); a run that
+    failed outside any step (launch, worker crash) reports the run's own error."""
+    from crypto_assets.orchestration.launcher import failure_chain
+
+    events: list[DagsterEvent] = list(result.all_events if hasattr(result, "all_events") else result)
+    messages = [
+        f"step {event.step_key} failed:\n  " + "\n  ".join(failure_chain(event.step_failure_data.error))
+        for event in events
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error
+    ]
+    if not messages:
+        for event in events:
+            data = event.job_failure_data if event.is_job_failure else None
+            if data is not None and data.error is not None:
+                messages.append("run failed:\n  " + "\n  ".join(failure_chain(data.error)))
     return messages
 
 
@@ -196,6 +360,35 @@ def _dagster(args: argparse.Namespace) -> int:
     return 0  # unreachable
 
 
+RUN_DESCRIPTION = """\
+Materialize the experiment through Dagster on its persistent instance (storage/<experiment>/dagster_home),
+then print the bars summary and the KPI tables. Runs are launched like the UI launches them: against the
+code location `crypto_assets` (workspace.yaml, module crypto_assets.definitions with CRYPTO_ASSETS_CONFIG set
+to FILE) on the instance's run launcher, so `make ui` lists them on its Jobs page and Overview timeline. One
+run per partitions definition, one after the other: `ingest` (every month in one run), `folds` (one per
+fold), `reports`. Each run's steps are shown as they start and finish; the first failure stops the
+command with each failed step's error chain (exit 1). Ctrl-C cancels the run in flight (it ends CANCELED)
+and exits 130. An experiment shorter than one fold is data-only: it ingests, validates and prints the bars.
+"""
+
+RUN_EPILOG = """\
+examples:
+  crypto-lab run --config configs/demo.yaml                         everything, end to end
+  crypto-lab run --config configs/demo.yaml --only data             ingest and validate only
+  crypto-lab run --config configs/demo.yaml --folds 2023-07-01,2023-09  two folds (and the data they read)
+  crypto-lab run --config configs/demo.yaml --only folds,reports --folds 2024-05-01
+                                                                    redo one fold, then refresh the tables
+  crypto-lab run --config configs/demo.yaml --only folds,reports --skip-training
+                                                                    re-backtest every fold with the stored
+                                                                    models (e.g. after changing costs)
+  crypto-lab run --config configs/demo.yaml --only reports          recompute the tables from stored folds
+  crypto-lab run --config configs/demo.yaml --log-level WARNING     quieter console
+
+exit codes: 0 done, 1 a run failed, 2 bad option or config (or data that differs from what the experiment
+stores), 130 interrupted.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crypto-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -206,9 +399,48 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file")
     validate.set_defaults(handler=_validate_config)
 
-    run = sub.add_parser("run", help="materialize the experiment end to end through Dagster")
-    run.add_argument("--config", required=True)
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run = sub.add_parser(
+        "run",
+        help="materialize the experiment end to end through Dagster",
+        description=RUN_DESCRIPTION,
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--config", required=True, metavar="FILE", help="the experiment YAML, e.g. configs/demo.yaml")
+    run.add_argument(
+        "--only",
+        action="append",
+        metavar="STAGE[,STAGE...]",
+        help=(
+            "run only these stages, in graph order, repeatable or comma-separated: data (ingest + validate "
+            "every month in one run), folds (one run per fold), reports (walk-forward equity and the KPI, "
+            f"regime and trial tables from the stored folds), live (the `{LIVE_JOB}` job's newest month, when "
+            "the experiment defines it; never part of the default). Default: data,folds,reports "
+            "(data,folds with --folds)"
+        ),
+    )
+    run.add_argument(
+        "--folds",
+        metavar="KEY[,KEY...]",
+        help=(
+            "only these fold partitions (the first month of each test window, YYYY-MM-01 or YYYY-MM); "
+            "a key that is not a fold of the experiment is an error listing the folds"
+        ),
+    )
+    run.add_argument(
+        "--skip-training",
+        action="store_true",
+        help=(
+            "fold runs leave out the trained models (the assets in the `gpu` pool) and reuse the outputs an "
+            "earlier run stored: datasets, baselines, ensemble and backtests are recomputed"
+        ),
+    )
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="console level of the runs' logs and the code server (the event log keeps everything); default INFO",
+    )
     run.set_defaults(handler=_run)
 
     home = sub.add_parser("home", help="print the experiment's DAGSTER_HOME")

@@ -81,6 +81,10 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
             selection=dg.AssetSelection.assets(*assets),
             partitions_def={INGEST_JOB: months, FOLDS_JOB: folds, REPORTS_JOB: None, LIVE_JOB: months}[name],
             description=descriptions[name],
+            # One process per run, not per step: a step process re-imports the code location (~2 s here, more
+            # with torch / SB3 loaded), the jobs' steps mostly run one after the other anyway (ingest is a
+            # chain; training assets share the `gpu` pool of 1), and pools are honoured in process too.
+            executor_def=dg.in_process_executor,
         )
         for name, assets in by_partitions.items()
         if assets or name == INGEST_JOB
