@@ -67,3 +67,7 @@ def test_build_fold_dataset_scales_features_on_train_only_and_leaves_codes_and_l
         == features.filter(pl.col("ts").is_in(fold.frame["ts"].implode()))["trend_regime_code"].to_list()
     )
     assert {"label_fwd_ret_12", "label_dir_12"} <= set(fold.frame.columns)
+    stats = fold.scaler_stats()
+    assert stats.columns == ["column", "median", "scale", "n_train"]
+    assert stats["column"].to_list() == ["feat_x"] and stats["n_train"].to_list() == [fold.train_rows]
+    assert stats["median"][0] == fold.scaler.stats["feat_x"].median

@@ -56,6 +56,17 @@ class FoldDataset:
     train_rows: int
     test_rows: int
 
+    def scaler_stats(self) -> pl.DataFrame:
+        """`column, median, scale, n_train` per scaled column: what the train window's robust z-scores used
+        (scale 0 = constant in train, null = no finite train value)."""
+        return pl.DataFrame(
+            [
+                {"column": name, "median": s.median, "scale": s.scale, "n_train": s.n}
+                for name, s in self.scaler.stats.items()
+            ],
+            schema={"column": pl.String, "median": pl.Float64, "scale": pl.Float64, "n_train": pl.Int64},
+        )
+
 
 def build_fold_dataset(
     features: pl.DataFrame,

@@ -6,6 +6,7 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, section_hash
 from crypto_assets.orchestration.assets.common import context_fold_window, fold_spec
+from crypto_assets.orchestration.metadata import table_metadata
 from crypto_assets.orchestration.partitions import fold_partitions, fold_window_mapping
 
 
@@ -46,7 +47,8 @@ def build_fold_assets(experiment: ExperimentConfig) -> list[dg.AssetsDefinition]
                 "test_rows": fold.test_rows,
                 "train_window": f"{window.train_start:%Y-%m-%d} .. {window.train_end:%Y-%m-%d} (minus {spec.purge_bars} purged bars)",
                 "test_window": f"{window.test_start:%Y-%m-%d} .. {window.test_end:%Y-%m-%d}",
-                "scaler": dg.MetadataValue.json(fold.scaler.to_dict()),
+                "scaler": table_metadata(fold.scaler_stats(), digits=4, limit=500),
+                "scaler_clip": fold.scaler.clip,
             },
         )
 
