@@ -70,6 +70,25 @@ def assert_launched_from_the_code_location(path: Path, run: dg.DagsterRun) -> No
     assert run.job_code_origin.repository_origin.code_pointer.module == CODE_MODULE  # type: ignore[attr-defined]
 
 
+def ui_job_runs(path: Path, job: str) -> list[tuple[str, str]]:
+    """A job's runs as the Dagster UI's GraphQL API returns them, on the workspace `make ui` loads."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    query = """query ($selector: PipelineSelector!) {
+      pipelineOrError(params: $selector) { ... on Pipeline { runs { runId status } } }
+    }"""
+    selector = {"pipelineName": job, "repositoryName": REPOSITORY, "repositoryLocationName": CODE_LOCATION}
+    assert os.environ["CRYPTO_ASSETS_CONFIG"] == str(path.resolve())  # the location loads this experiment
+    with (
+        dg.DagsterInstance.from_config(str(dagster_home(load_config(path)))) as instance,
+        WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(PROJECT_ROOT / "workspace.yaml")])) as ui,
+    ):
+        result = execute_dagster_graphql(ui.create_request_context(), query, {"selector": selector})
+    return [(run["runId"], run["status"]) for run in result.data["pipelineOrError"]["runs"]]
+
+
 def test_workspace_yaml_names_the_code_location_runs_are_launched_against() -> None:
     """`make ui` loads workspace.yaml; the UI matches runs to jobs by location and repository name."""
     (entry,) = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())["load_from"]
@@ -94,6 +113,8 @@ def test_data_only_run_is_listed_with_its_job_and_code_location(
     assert run.job_name == "ingest" and run.status == dg.DagsterRunStatus.SUCCESS
     assert_launched_from_the_code_location(path, run)
     assert run.tags["dagster/asset_partition_range_end"] == "2024-02-01"
+    # The query behind the UI's job page (`make ui` loads workspace.yaml) lists the run under its job.
+    assert ui_job_runs(path, "ingest") == [(run.run_id, "SUCCESS")]
     # A data-only experiment has nothing to fold or report.
     assert main(["run", "--config", str(path), "--only", "reports"]) == 2
     assert "no folds and no reports" in capsys.readouterr().err
