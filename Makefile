@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LAB := $(VENV)/bin/crypto-lab
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test ui benchmarks clean-storage
+.PHONY: install lint demo test ui benchmarks clean-storage
 
 # pip -qq: errors only (setuptools prints a 10-line notice on every editable install). The install also
 # puts the `duckdb` command the README uses into $(VENV)/bin (the duckdb-cli package).
@@ -22,8 +22,14 @@ install: $(STAMP)
 demo: install
 	$(LAB) run --config configs/demo.yaml
 
-# The whole suite (unit, Dagster asset, local-exchange and real-data tests); no network needed.
-test: install
+# Static checks (CI runs them through `make test`): ruff lint and format, mypy over the package.
+lint: install
+	$(VENV)/bin/ruff check crypto_assets crypto_assets_tests benchmarks
+	$(VENV)/bin/ruff format --check crypto_assets crypto_assets_tests benchmarks
+	$(VENV)/bin/mypy
+
+# The static checks, then the whole suite (unit, Dagster asset, local-exchange and real-data tests); no network.
+test: lint
 	$(PY) -m pytest -n 2 -q
 
 # Dagster UI on the experiment's own instance (CONFIG=configs/csv.yaml make ui for another one).

@@ -20,12 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: make the project's packages importable
 
-import polars as pl  # noqa: E402
-from polars.testing import assert_frame_equal  # noqa: E402
+import polars as pl
+from polars.testing import assert_frame_equal
 
-from crypto_assets.config.schema import CcxtSection  # noqa: E402
-from crypto_assets.sources.ccxt_source import CcxtSource  # noqa: E402
-from crypto_assets_tests.local_exchange import load_fixture, running_exchange  # noqa: E402
+from crypto_assets.config.schema import CcxtSection
+from crypto_assets.sources.ccxt_source import CcxtSource
+from crypto_assets_tests.local_exchange import load_fixture, running_exchange
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 START = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -44,9 +44,13 @@ def main() -> None:
     settings = CcxtSection(rate_limit_ms=0, page_limit=args.page_limit)
     with running_exchange(recorded) as exchange:
         setup_s = time.perf_counter() - t0
-        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}"
+        )
         print(f"local exchange at {exchange.url}: {recorded.height:,} recorded bars, setup {setup_s:.2f} s")
-        print(f"span {START:%Y-%m-%d} .. {END:%Y-%m-%d} (exclusive), symbols {', '.join(SYMBOLS)}, page_limit {args.page_limit}")
+        print(
+            f"span {START:%Y-%m-%d} .. {END:%Y-%m-%d} (exclusive), symbols {', '.join(SYMBOLS)}, page_limit {args.page_limit}"
+        )
         for run in range(1, args.repeat + 1):
             exchange.clear_requests()
             start = time.perf_counter()

@@ -56,7 +56,9 @@ def make_reader(csv_dir: Path) -> tuple[str, Callable[[], pl.DataFrame]]:
     except ImportError:
         return "polars.read_csv", polars_reader(csv_dir)
     # A fresh source per read: the source caches parsed files per instance, and we time the parse.
-    return "CsvArchiveSource (fresh instance per read)", lambda: CsvArchiveSource(csv_dir).fetch(SYMBOLS, TIMEFRAME, START, END)
+    return "CsvArchiveSource (fresh instance per read)", lambda: CsvArchiveSource(csv_dir).fetch(
+        SYMBOLS, TIMEFRAME, START, END
+    )
 
 
 def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, object]:
@@ -89,9 +91,16 @@ def main() -> None:
     bars = report.bars  # type: ignore[union-attr]
     assert bars is not None
     n = raw.height
-    print(f"reader: {reader_name}; {n:,} raw bars ({raw['symbol'].n_unique()} symbols, {START:%Y-%m-%d}..{END - dt.timedelta(days=1):%Y-%m-%d}) → {bars.height:,} bars")
+    print(
+        f"reader: {reader_name}; {n:,} raw bars ({raw['symbol'].n_unique()} symbols, {START:%Y-%m-%d}..{END - dt.timedelta(days=1):%Y-%m-%d}) → {bars.height:,} bars"
+    )
     print(f"polars {pl.__version__}, threads {pl.thread_pool_size()}, best of {args.repeats}")
-    timings = (("read", t_read), ("validate", t_validate), ("total", t_total), ("(baseline: polars.read_csv)", t_polars))
+    timings = (
+        ("read", t_read),
+        ("validate", t_validate),
+        ("total", t_total),
+        ("(baseline: polars.read_csv)", t_polars),
+    )
     for name, seconds in timings:
         print(f"  {name:<28} {seconds * 1000:8.1f} ms  {n / seconds / 1e6:6.2f} M bars/s")
     for result in report.results:  # type: ignore[union-attr]

@@ -87,7 +87,9 @@ def main() -> None:
 
     configs: list[tuple[torch.device, bool, int, str]] = []
     for threads in sorted({1, cores}):
-        configs.append((torch.device("cpu"), False, threads, f"cpu, {threads} thread{'s' if threads > 1 else ''}, fp32"))
+        configs.append(
+            (torch.device("cpu"), False, threads, f"cpu, {threads} thread{'s' if threads > 1 else ''}, fp32")
+        )
     if torch.cuda.is_available():
         gpu = select_device(0)
         name = torch.cuda.get_device_name(gpu)

@@ -26,7 +26,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crypto_assets.storage.warehouse import Warehouse  # noqa: E402
+from crypto_assets.storage.warehouse import Warehouse
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 MONTHS = [dt.datetime(2022 + i // 12, i % 12 + 1, 1, tzinfo=dt.UTC) for i in range(24)]
@@ -70,7 +70,6 @@ def write_24(wh: Warehouse, frames: dict[str, pl.DataFrame]) -> float:
     started = time.perf_counter()
     wh.write_partitions("bars", frames, windows={k: (m, (m + dt.timedelta(days=32)).replace(day=1)) for k, m in KEYS})
     return time.perf_counter() - started
-
 
 
 def _start_reader(wh: Warehouse, mode: str, rows: int) -> subprocess.Popen[str]:

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import polars as pl
@@ -357,7 +357,7 @@ class LocalExchange:
             self._thread.join(timeout=5)
         self._server = self._thread = None
 
-    def __enter__(self) -> LocalExchange:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -452,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
     # waits for the client's delayed ACK of the headers, ~40 ms per request on Linux.
     disable_nagle_algorithm = True
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query))
         code, headers, body = self.exchange.handle(parts.path, query)
@@ -470,7 +470,7 @@ class _Handler(BaseHTTPRequestHandler):
             # The client gave up (time-out test): nothing to answer to.
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are recorded in LocalExchange.requests; keep test output clean
 
 

@@ -46,10 +46,20 @@ def make_bars(seed: int = 7, days: int = 60) -> pl.DataFrame:
         # Slow regime drift so MA crossovers happen in both directions.
         drift = 0.002 * np.sin(np.arange(ts.len()) / (60 + 20 * k))
         close = 100.0 * (k + 1) * np.exp(np.cumsum(drift + rng.normal(0, 0.006 * (k + 1), ts.len())))
-        frames.append(pl.DataFrame({
-            "symbol": symbol, "ts": ts, "open": close, "high": close * 1.001, "low": close * 0.999,
-            "close": close, "volume": 1000.0, "is_filled": False,
-        }))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "symbol": symbol,
+                    "ts": ts,
+                    "open": close,
+                    "high": close * 1.001,
+                    "low": close * 0.999,
+                    "close": close,
+                    "volume": 1000.0,
+                    "is_filled": False,
+                }
+            )
+        )
     return pl.concat(frames).with_columns(pl.col("ts").cast(TS)).sort("symbol", "ts")
 
 
@@ -108,8 +118,11 @@ def test_no_weight_before_listing(name: str, full_runs: dict[str, pl.DataFrame])
 
 def test_equal_weight_universe_and_schedule(full_runs: dict[str, pl.DataFrame]) -> None:
     w = full_runs["equal_weight"]
-    per_ts = w.group_by("ts").agg(pl.len().alias("n"), pl.col("weight").min().alias("lo"),
-                                  pl.col("weight").max().alias("hi")).sort("ts")
+    per_ts = (
+        w.group_by("ts")
+        .agg(pl.len().alias("n"), pl.col("weight").min().alias("lo"), pl.col("weight").max().alias("hi"))
+        .sort("ts")
+    )
     before = per_ts.filter(pl.col("ts") < LISTING)
     after = per_ts.filter(pl.col("ts") >= LISTING)
     assert (before["n"] == 2).all() and (before["lo"] == 0.5).all() and (before["hi"] == 0.5).all()
@@ -150,8 +163,15 @@ def test_crossover_hand_case() -> None:
     assert got == [(0, 0.0), (3, 0.0), (5, 1.0), (9, 0.0)]
     # With a second, always-flat symbol the long one keeps its own half of the budget (no reallocation).
     down = [20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9]
-    w2 = trend_following(_hand_bars({"A/USDT": up, "B/USDT": down}), T0, T0 + 12 * HOUR, fast=2, slow=4,
-                         risk_budget="equal", rebalance_every=1000)
+    w2 = trend_following(
+        _hand_bars({"A/USDT": up, "B/USDT": down}),
+        T0,
+        T0 + 12 * HOUR,
+        fast=2,
+        slow=4,
+        risk_budget="equal",
+        rebalance_every=1000,
+    )
     at5 = dict(w2.filter(pl.col("ts") == T0 + 5 * HOUR).select("symbol", "weight").rows())
     assert at5 == {"A/USDT": 0.5, "B/USDT": 0.0}
 
@@ -237,13 +257,20 @@ def _real_bars(start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
     """Raw 1h bars as published: exchange maintenance gaps are NOT filled (the harder case for the panel)."""
     frames = []
     for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT"):
-        raw = pl.read_csv(OHLCV_DIR / f"{symbol.replace('/', '')}_1h.csv",
-                          columns=["timestamp", "open", "high", "low", "close", "volume"])
-        frames.append(raw.select(
-            pl.lit(symbol).alias("symbol"),
-            pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC").dt.cast_time_unit("us").alias("ts"),
-            *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")),
-        ).filter(pl.col("ts").is_between(start, end, closed="left")))
+        raw = pl.read_csv(
+            OHLCV_DIR / f"{symbol.replace('/', '')}_1h.csv",
+            columns=["timestamp", "open", "high", "low", "close", "volume"],
+        )
+        frames.append(
+            raw.select(
+                pl.lit(symbol).alias("symbol"),
+                pl.from_epoch("timestamp", time_unit="ms")
+                .dt.replace_time_zone("UTC")
+                .dt.cast_time_unit("us")
+                .alias("ts"),
+                *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")),
+            ).filter(pl.col("ts").is_between(start, end, closed="left"))
+        )
     return pl.concat(frames)
 
 
@@ -251,8 +278,11 @@ def _real_bars(start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
 def test_real_bars_sol_listing_gaps_and_causality() -> None:
     real = _real_bars(dt.datetime(2020, 1, 1, tzinfo=UTC), dt.datetime(2021, 7, 1, tzinfo=UTC))
     start, end = dt.datetime(2020, 6, 1, tzinfo=UTC), dt.datetime(2021, 7, 1, tzinfo=UTC)
-    cuts = [dt.datetime(2020, 8, 11, 6, tzinfo=UTC), dt.datetime(2020, 12, 21, 17, tzinfo=UTC),
-            dt.datetime(2021, 4, 25, 5, tzinfo=UTC)]
+    cuts = [
+        dt.datetime(2020, 8, 11, 6, tzinfo=UTC),
+        dt.datetime(2020, 12, 21, 17, tzinfo=UTC),
+        dt.datetime(2021, 4, 25, 5, tzinfo=UTC),
+    ]
     for name, fn in BASELINES.items():
         w = fn(real, start, end, timeframe="1h")
         sol = w.filter(pl.col("symbol") == "SOL/USDT")

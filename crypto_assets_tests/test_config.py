@@ -240,8 +240,16 @@ def _minimal(experiment: str = "", data: str = "", rest: str = "", tickers: str 
         (_minimal(data='  start: "2024-01-05T00:00:00Z"\n'), ["line 5, data.start: a date is written YYYY-MM-DD"]),
     ],
     ids=[
-        "gpu_id-bool", "gpu_id-float", "seed-quoted", "tickers-string", "max_epochs-float", "revin-int",
-        "taker_fee-quoted", "name-int", "start-datetime", "start-quoted-datetime",
+        "gpu_id-bool",
+        "gpu_id-float",
+        "seed-quoted",
+        "tickers-string",
+        "max_epochs-float",
+        "revin-int",
+        "taker_fee-quoted",
+        "name-int",
+        "start-datetime",
+        "start-quoted-datetime",
     ],
 )
 def test_type_coercions_are_rejected(tmp_path: Path, text: str, expected: list[str]) -> None:

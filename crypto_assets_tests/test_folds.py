@@ -38,11 +38,21 @@ def hourly_bars(
     rng = np.random.default_rng(seed)
     frames = []
     for symbol, (start, end) in symbols.items():
-        ts = pl.datetime_range(start, end, dt.timedelta(hours=timeframe_hours), closed="left", time_unit="us",
-                               time_zone="UTC", eager=True)
+        ts = pl.datetime_range(
+            start, end, dt.timedelta(hours=timeframe_hours), closed="left", time_unit="us", time_zone="UTC", eager=True
+        )
         close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, ts.len())))
-        frames.append(pl.DataFrame({"symbol": symbol, "ts": ts, "close": close,
-                                    "feat_a": rng.normal(0, 1, ts.len()), "feat_b": rng.normal(5, 2, ts.len())}))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "symbol": symbol,
+                    "ts": ts,
+                    "close": close,
+                    "feat_a": rng.normal(0, 1, ts.len()),
+                    "feat_b": rng.normal(5, 2, ts.len()),
+                }
+            )
+        )
     return pl.concat(frames).with_columns(pl.col("ts").cast(TS)).sort("symbol", "ts")
 
 
@@ -135,8 +145,10 @@ def test_stitching_trades_every_month_exactly_once(train: int, test: int, step: 
     assert set(counts.values()) == {1}
     # Every fold but the newest contributes exactly its first step_months.
     for f in folds[:-1]:
-        assert spans[f.key] == (f.test_start, dt.datetime.combine(add_months(f.test_start.date(), step), dt.time(),
-                                                                    tzinfo=UTC))
+        assert spans[f.key] == (
+            f.test_start,
+            dt.datetime.combine(add_months(f.test_start.date(), step), dt.time(), tzinfo=UTC),
+        )
 
 
 def test_stitching_rejects_overlap() -> None:
@@ -151,11 +163,13 @@ def test_stitching_rejects_overlap() -> None:
 
 def test_labels_on_hand_series() -> None:
     ts = pl.datetime_range(d(2024, 1), d(2024, 1, 1) + dt.timedelta(hours=5), "1h", time_zone="UTC", eager=True)
-    frame = pl.DataFrame({
-        "symbol": ["A"] * 6 + ["B"] * 3,
-        "ts": list(ts) + list(ts[:3]),
-        "close": [100.0, 110.0, 99.0, 99.0, 120.0, 60.0, 10.0, 5.0, 20.0],
-    }).with_columns(pl.col("ts").cast(TS))
+    frame = pl.DataFrame(
+        {
+            "symbol": ["A"] * 6 + ["B"] * 3,
+            "ts": list(ts) + list(ts[:3]),
+            "close": [100.0, 110.0, 99.0, 99.0, 120.0, 60.0, 10.0, 5.0, 20.0],
+        }
+    ).with_columns(pl.col("ts").cast(TS))
     out = add_labels(frame.reverse(), 2)  # input order does not matter
     a = out.filter(pl.col("symbol") == "A")
     expected = [math.log(99 / 100), math.log(99 / 110), math.log(120 / 99), math.log(60 / 99), None, None]
@@ -172,11 +186,13 @@ def test_labels_on_hand_series() -> None:
 
 def test_labels_null_across_a_grid_hole_with_timeframe() -> None:
     hours = [0, 1, 2, 4, 5]  # bar 03:00 missing
-    frame = pl.DataFrame({
-        "symbol": ["A"] * 5,
-        "ts": [d(2024, 1) + dt.timedelta(hours=h) for h in hours],
-        "close": [1.0, 2.0, 3.0, 4.0, 5.0],
-    }).with_columns(pl.col("ts").cast(TS))
+    frame = pl.DataFrame(
+        {
+            "symbol": ["A"] * 5,
+            "ts": [d(2024, 1) + dt.timedelta(hours=h) for h in hours],
+            "close": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    ).with_columns(pl.col("ts").cast(TS))
     out = add_labels(frame, 1, timeframe="1h")
     assert out["label_fwd_ret_1"].is_null().to_list() == [False, False, True, False, True]
 
@@ -187,11 +203,13 @@ def test_labels_null_across_a_grid_hole_with_timeframe() -> None:
 @pytest.fixture(scope="module")
 def demo_frame() -> pl.DataFrame:
     # SOL lists mid-sample (inside the train window of the first fold).
-    bars = hourly_bars({
-        "BTC/USDT": (d(2023, 1), d(2023, 12)),
-        "ETH/USDT": (d(2023, 1), d(2023, 12)),
-        "SOL/USDT": (d(2023, 3, 11), d(2023, 12)),
-    })
+    bars = hourly_bars(
+        {
+            "BTC/USDT": (d(2023, 1), d(2023, 12)),
+            "ETH/USDT": (d(2023, 1), d(2023, 12)),
+            "SOL/USDT": (d(2023, 3, 11), d(2023, 12)),
+        }
+    )
     return add_labels(bars, 24, timeframe="1h")
 
 
@@ -208,8 +226,10 @@ def test_purge_removes_exactly_the_last_bars_per_symbol(demo_frame: pl.DataFrame
             assert got["ts"].to_list() == in_train_window["ts"].to_list()[: in_train_window.height - purge]
         assert test["ts"].min() == window.test_start
         assert test["ts"].max() == window.test_end - dt.timedelta(hours=1)
-        assert test.height == demo_frame.filter(
-            (pl.col("ts") >= window.test_start) & (pl.col("ts") < window.test_end)).height
+        assert (
+            test.height
+            == demo_frame.filter((pl.col("ts") >= window.test_start) & (pl.col("ts") < window.test_end)).height
+        )
     # With purge = horizon, no kept train label reaches the test window: the last kept row's label ends at the
     # close of the last train bar.
     train, _ = split_fold(demo_frame, window, 24, "1h")
@@ -244,14 +264,16 @@ def test_incomplete_window_names_fold_and_months(demo_frame: pl.DataFrame) -> No
 
 
 def test_scaler_statistics_and_transform() -> None:
-    train = pl.DataFrame({
-        "symbol": ["A"] * 7,
-        "ts": [d(2024, 1) + dt.timedelta(hours=h) for h in range(7)],
-        "x": [1.0, 2.0, 3.0, 4.0, 100.0, None, float("nan")],
-        "const": [5.0] * 7,
-        "sparse": [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0],
-        "label_fwd_ret_24": [0.1] * 7,
-    }).with_columns(pl.col("ts").cast(TS))
+    train = pl.DataFrame(
+        {
+            "symbol": ["A"] * 7,
+            "ts": [d(2024, 1) + dt.timedelta(hours=h) for h in range(7)],
+            "x": [1.0, 2.0, 3.0, 4.0, 100.0, None, float("nan")],
+            "const": [5.0] * 7,
+            "sparse": [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0],
+            "label_fwd_ret_24": [0.1] * 7,
+        }
+    ).with_columns(pl.col("ts").cast(TS))
     scaler = RobustZScore().fit(train)
     assert scaler.columns == ["x", "const", "sparse"]  # keys and labels are not scaled
     sx = scaler.stats["x"]
@@ -325,11 +347,16 @@ def test_real_bars_folds_with_gaps_and_sol_listing() -> None:
     frames = []
     for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT"):
         raw = pl.read_csv(OHLCV_DIR / f"{symbol.replace('/', '')}_1h.csv", columns=["timestamp", "close"])
-        frames.append(raw.select(
-            pl.lit(symbol).alias("symbol"),
-            pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC").dt.cast_time_unit("us").alias("ts"),
-            pl.col("close").cast(pl.Float64),
-        ).filter(pl.col("ts") < d(2022, 1)))
+        frames.append(
+            raw.select(
+                pl.lit(symbol).alias("symbol"),
+                pl.from_epoch("timestamp", time_unit="ms")
+                .dt.replace_time_zone("UTC")
+                .dt.cast_time_unit("us")
+                .alias("ts"),
+                pl.col("close").cast(pl.Float64),
+            ).filter(pl.col("ts") < d(2022, 1))
+        )
     # Maintenance gaps stay unfilled: labels across a gap are null rather than a wrong-horizon return.
     labelled = add_labels(pl.concat(frames), 24, timeframe="1h")
     assert labelled["label_fwd_ret_24"].null_count() > 3 * 24  # more than each symbol's last 24 bars

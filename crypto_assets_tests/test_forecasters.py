@@ -62,7 +62,11 @@ def fold_frame(
     frames = []
     for symbol in symbols:
         ts = pl.datetime_range(START, START + (n - 1) * HOUR, "1h", eager=True, time_zone="UTC", time_unit="us")
-        data: dict[str, object] = {"symbol": symbol, "ts": ts, "close": 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))}
+        data: dict[str, object] = {
+            "symbol": symbol,
+            "ts": ts,
+            "close": 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n))),
+        }
         for j in range(n_features):
             data[f"f{j}"] = np.tanh(np.cumsum(rng.normal(0, 0.2, n)))  # bounded, like clipped z-scores
         frames.append(pl.DataFrame(data))
@@ -121,7 +125,9 @@ def test_revin_round_trip_is_identity_and_normalizes_each_window() -> None:
     with torch.no_grad():  # a trained-looking affine map, not the identity it starts at
         revin.weight.copy_(torch.tensor([0.5, 2.0, -1.5, 1.0]))
         revin.bias.copy_(torch.tensor([0.1, -3.0, 0.0, 7.0]))
-    x = torch.randn(5, 30, 4, dtype=torch.float64) * torch.tensor([1.0, 50.0, 0.01, 3.0]) + torch.tensor([0.0, 1e3, -2.0, 5.0])
+    x = torch.randn(5, 30, 4, dtype=torch.float64) * torch.tensor([1.0, 50.0, 0.01, 3.0]) + torch.tensor(
+        [0.0, 1e3, -2.0, 5.0]
+    )
     z, stats = revin.normalize(x)
     assert torch.allclose(revin.denormalize(z, stats), x, atol=1e-6, rtol=0)
     plain = RevIN(4, affine=False).double()
@@ -140,8 +146,18 @@ def test_each_arch_overfits_a_tiny_dataset(arch: str) -> None:
     rng = np.random.default_rng(3)
     frame = frame.with_columns([pl.Series(f"f{j}", rng.normal(0, 1, frame.height)) for j in range(4)])
     params = ForecasterParams.for_arch(
-        arch, window=12, hidden=32, conv_channels=16, dropout=0.0, lr=1e-2, weight_decay=0.0,
-        batch_size=64, max_epochs=120, val_fraction=0.0, vol_loss_weight=0.0, grad_clip=None,
+        arch,
+        window=12,
+        hidden=32,
+        conv_channels=16,
+        dropout=0.0,
+        lr=1e-2,
+        weight_decay=0.0,
+        batch_size=64,
+        max_epochs=120,
+        val_fraction=0.0,
+        vol_loss_weight=0.0,
+        grad_clip=None,
     )
     model = train_forecaster(frame, features_of(frame), H, params, seed=0)
     metrics = model.evaluate(frame)
@@ -168,7 +184,9 @@ def test_test_window_never_reaches_training(fold: pl.DataFrame, trained: Trained
     assert again.val_metrics == pytest.approx(trained.val_metrics, nan_ok=True)
 
 
-def test_validation_slice_is_the_end_of_train_with_a_horizon_purge(fold: pl.DataFrame, trained: TrainedForecaster) -> None:
+def test_validation_slice_is_the_end_of_train_with_a_horizon_purge(
+    fold: pl.DataFrame, trained: TrainedForecaster
+) -> None:
     train_ts = fold.filter(pl.col("split") == "train").get_column("ts").unique().sort()
     info = trained.split_info
     val_start = dt.datetime.fromisoformat(info["val_start"])
@@ -256,8 +274,12 @@ def test_windows_never_cross_symbols_and_end_at_t() -> None:
     rows = []
     for s, n in (("A", 7), ("B", 3), ("C", 5)):  # B is shorter than a window: no window at all
         for i in range(n):
-            rows.append({"symbol": s, "ts": START + i * HOUR, "x": float(ord(s) * 100 + i), "y": None if i == 1 else 1.0})
-    frame = pl.DataFrame(rows).with_columns(pl.col("ts").dt.cast_time_unit("us")).sample(fraction=1.0, shuffle=True, seed=1)
+            rows.append(
+                {"symbol": s, "ts": START + i * HOUR, "x": float(ord(s) * 100 + i), "y": None if i == 1 else 1.0}
+            )
+    frame = (
+        pl.DataFrame(rows).with_columns(pl.col("ts").dt.cast_time_unit("us")).sample(fraction=1.0, shuffle=True, seed=1)
+    )
     ws = build_windows(frame, ["x", "y"], window=4)
     assert ws.keys["symbol"].to_list() == ["A"] * 4 + ["C"] * 2
     assert ws.keys["ts"].to_list() == [START + i * HOUR for i in (3, 4, 5, 6, 3, 4)]
@@ -265,7 +287,9 @@ def test_windows_never_cross_symbols_and_end_at_t() -> None:
     assert windows.shape == (6, 4, 2) and windows.dtype == np.float32
     for (symbol, ts), win in zip(ws.keys.iter_rows(), windows, strict=True):
         t = int((ts - START) / HOUR)
-        assert win[:, 0].tolist() == [float(ord(symbol) * 100 + i) for i in range(t - 3, t + 1)]  # bars t−3..t of one symbol
+        assert win[:, 0].tolist() == [
+            float(ord(symbol) * 100 + i) for i in range(t - 3, t + 1)
+        ]  # bars t−3..t of one symbol
     assert windows[0, :, 1].tolist() == [1.0, 0.0, 1.0, 1.0]  # the null became 0
     torch_windows = gather_windows(torch.from_numpy(ws.features), torch.from_numpy(ws.ends), 4)
     assert np.array_equal(torch_windows.numpy(), windows)
@@ -312,7 +336,9 @@ def test_classification_metrics_by_hand() -> None:
 # ---------------------------------------------------------------------------------------------- persistence
 
 
-def test_save_load_reproduces_predictions_exactly(fold: pl.DataFrame, trained: TrainedForecaster, tmp_path: Path) -> None:
+def test_save_load_reproduces_predictions_exactly(
+    fold: pl.DataFrame, trained: TrainedForecaster, tmp_path: Path
+) -> None:
     trained.save(tmp_path / "ckpt")
     loaded = TrainedForecaster.load(tmp_path / "ckpt", device="cpu")
     assert state_equal(loaded.model, trained.model)
@@ -326,7 +352,9 @@ def test_save_load_reproduces_predictions_exactly(fold: pl.DataFrame, trained: T
 def test_params_validate_and_round_trip() -> None:
     """The parameters are the LSTM_Attn / CNN_LSTM config entries: strict, bounded, JSON round trip."""
     params = ForecasterParams(type="CNN_LSTM", window=24, max_train_samples=None)
-    assert params.arch == "cnn_lstm" and ForecasterParams.for_arch("cnn_lstm", window=24, max_train_samples=None) == params
+    assert (
+        params.arch == "cnn_lstm" and ForecasterParams.for_arch("cnn_lstm", window=24, max_train_samples=None) == params
+    )
     assert ForecasterParams.model_validate(params.model_dump(mode="json")) == params
     with pytest.raises(ValueError, match="arch"):
         ForecasterParams.for_arch("transformer")
@@ -357,8 +385,13 @@ def weights_of(frame: pl.DataFrame) -> dict[tuple[str, int], float]:
 
 def test_sizing_long_only_inverse_vol() -> None:
     out = forecast_to_weights(
-        preds([("A", 0, 0.75, 0.01), ("B", 0, 0.3, 0.01), ("A", 1, 0.6, 0.02), ("B", 1, None, 0.01), ("C", 1, 0.9, 0.0)]),
-        target_vol_annual=TARGET, periods_per_year=P, max_leverage=2.0, allow_short=False,
+        preds(
+            [("A", 0, 0.75, 0.01), ("B", 0, 0.3, 0.01), ("A", 1, 0.6, 0.02), ("B", 1, None, 0.01), ("C", 1, 0.9, 0.0)]
+        ),
+        target_vol_annual=TARGET,
+        periods_per_year=P,
+        max_leverage=2.0,
+        allow_short=False,
     )
     w = weights_of(out)
     assert w[("A", 0)] == pytest.approx(0.5)  # edge 0.5 × (1 % / 1 %)
@@ -371,7 +404,10 @@ def test_sizing_long_only_inverse_vol() -> None:
 def test_sizing_caps_each_symbol_then_scales_gross() -> None:
     out = forecast_to_weights(
         preds([("A", 0, 0.9, 0.001), ("A", 1, 0.9, 0.001), ("B", 1, 0.7, 0.01), ("C", 1, 0.2, 0.01)]),
-        target_vol_annual=TARGET, periods_per_year=P, max_leverage=1.0, allow_short=True,
+        target_vol_annual=TARGET,
+        periods_per_year=P,
+        max_leverage=1.0,
+        allow_short=True,
     )
     w = weights_of(out)
     assert w[("A", 0)] == pytest.approx(1.0)  # raw 8.0, capped at max_leverage

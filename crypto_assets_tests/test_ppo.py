@@ -101,7 +101,9 @@ def test_same_seed_same_policy_and_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.params == params and loaded.seed == 7 and loaded.curves.equals(agent_a.curves)
     assert loaded.train_seconds == agent_a.train_seconds > 0 and loaded.timesteps_per_second > 0
     assert loaded.predict_weights(TradingEnv(data, LOW_COSTS, params.env_params(), training=False)).equals(w_a)
-    discrete = TradingEnv(data, LOW_COSTS, params.model_copy(update={"action": "discrete"}).env_params(), training=False)
+    discrete = TradingEnv(
+        data, LOW_COSTS, params.model_copy(update={"action": "discrete"}).env_params(), training=False
+    )
     with pytest.raises(ValueError, match="spaces differ"):
         loaded.predict_weights(discrete)
 

@@ -81,7 +81,7 @@ def make_source(
     ex: LocalExchange,
     sleep: SleepRecorder | None = None,
     clock: dt.datetime | None = None,
-    **settings: float | int | None,
+    **settings: float | None,
 ) -> CcxtSource:
     defaults: dict[str, float | int | None] = {
         "rate_limit_ms": 0,
@@ -426,9 +426,8 @@ def test_timeout_is_retried(exchange: LocalExchange, recorded: pl.DataFrame) -> 
 def test_persistent_failure_gives_up_with_a_clear_message(exchange: LocalExchange) -> None:
     exchange.inject(*[status(503)] * 4)
     sleep = SleepRecorder()
-    with make_source(exchange, sleep=sleep, max_retries=3, backoff_s=0.5) as source:
-        with pytest.raises(SourceError) as info:
-            source.fetch(["BTC/USDT"], "1h", T0, T1)
+    with make_source(exchange, sleep=sleep, max_retries=3, backoff_s=0.5) as source, pytest.raises(SourceError) as info:
+        source.fetch(["BTC/USDT"], "1h", T0, T1)
     message = str(info.value)
     for part in (
         "binance",

@@ -53,7 +53,13 @@ def write_fixture(folder: Path, hours: range, name: str = "BTCUSDT_1h.csv") -> P
     return write(folder / name, [fixture_line(bar(h)) for h in hours])
 
 
-def fetch(folder: Path, symbols: list[str] | None = None, start: dt.datetime = ALL_TIME[0], end: dt.datetime = ALL_TIME[1], timeframe: str = "1h") -> pl.DataFrame:
+def fetch(
+    folder: Path,
+    symbols: list[str] | None = None,
+    start: dt.datetime = ALL_TIME[0],
+    end: dt.datetime = ALL_TIME[1],
+    timeframe: str = "1h",
+) -> pl.DataFrame:
     return CsvArchiveSource(folder).fetch(symbols or ["BTC/USDT"], timeframe, start, end)
 
 
@@ -81,7 +87,15 @@ def test_fixture_layout_reads_raw_schema_sorted(tmp_path: Path) -> None:
     assert frame.equals(frame.sort("symbol", "ts"))
     assert frame.group_by("symbol").len().sort("symbol").rows() == [("BTC/USDT", 48), ("ETH/USDT", 10)]
     first = frame.row(0, named=True)
-    assert first == {"symbol": "BTC/USDT", "ts": T0, "open": 100.0, "high": 102.0, "low": 98.5, "close": 100.5, "volume": 10.0}
+    assert first == {
+        "symbol": "BTC/USDT",
+        "ts": T0,
+        "open": 100.0,
+        "high": 102.0,
+        "low": 98.5,
+        "close": 100.5,
+        "volume": 10.0,
+    }
 
 
 def test_span_selection_is_half_open(tmp_path: Path) -> None:
@@ -98,7 +112,11 @@ def test_span_selection_is_half_open(tmp_path: Path) -> None:
 
 def test_datetime_column_is_optional_and_columns_may_come_in_any_order(tmp_path: Path) -> None:
     rows = [bar(h) for h in range(3)]
-    write(tmp_path / "BTCUSDT_1h.csv", [f"{b['volume']},{b['close']},{b['low']},{b['high']},{b['open']},{b['ts']}" for b in rows], header="volume,close,low,high,open,timestamp")
+    write(
+        tmp_path / "BTCUSDT_1h.csv",
+        [f"{b['volume']},{b['close']},{b['low']},{b['high']},{b['open']},{b['ts']}" for b in rows],
+        header="volume,close,low,high,open,timestamp",
+    )
     frame = fetch(tmp_path)
     assert frame["close"].to_list() == [b["close"] for b in rows]
     assert frame["ts"].to_list() == [T0 + dt.timedelta(hours=h) for h in range(3)]
@@ -130,7 +148,9 @@ def month_hours(year: int, month: int) -> range:
     return range(offset, offset + int((end - start) / dt.timedelta(hours=1)))
 
 
-def write_dump(folder: Path, year: int, month: int, *, unit: int = 1, zipped: bool = False, hours: range | None = None) -> Path:
+def write_dump(
+    folder: Path, year: int, month: int, *, unit: int = 1, zipped: bool = False, hours: range | None = None
+) -> Path:
     name = f"BTCUSDT-1h-{year:04d}-{month:02d}"
     lines = [dump_line(bar(h), unit=unit) for h in (hours or month_hours(year, month))]
     csv = write(folder / f"{name}.csv", lines, header=None)
@@ -153,7 +173,9 @@ def test_dumps_in_milliseconds_microseconds_and_zip(tmp_path: Path) -> None:
     assert frame["ts"][-1] == dt.datetime(2025, 2, 28, 23, tzinfo=UTC)
     expected = bar(month_hours(2025, 1)[5])
     row = frame.filter(pl.col("ts") == dt.datetime(2025, 1, 1, 5, tzinfo=UTC)).row(0, named=True)
-    assert [row[c] for c in ("open", "high", "low", "close", "volume")] == [expected[c] for c in ("open", "high", "low", "close", "volume")]
+    assert [row[c] for c in ("open", "high", "low", "close", "volume")] == [
+        expected[c] for c in ("open", "high", "low", "close", "volume")
+    ]
 
 
 def test_dump_header_line_is_tolerated(tmp_path: Path) -> None:
@@ -175,7 +197,7 @@ def test_only_dumps_overlapping_the_span_are_read(tmp_path: Path) -> None:
 
 
 def test_both_layouts_are_merged_when_they_agree(tmp_path: Path) -> None:
-    write_fixture(tmp_path, range(0, 24 * 40))  # 2021-01-01 .. 2021-02-09
+    write_fixture(tmp_path, range(24 * 40))  # 2021-01-01 .. 2021-02-09
     write_dump(tmp_path, 2021, 2)  # overlaps 9 days, then continues
     frame = fetch(tmp_path)
     assert frame.height == 24 * (31 + 28)
@@ -183,7 +205,7 @@ def test_both_layouts_are_merged_when_they_agree(tmp_path: Path) -> None:
 
 
 def test_both_layouts_disagreeing_name_both_files(tmp_path: Path) -> None:
-    fixture = write_fixture(tmp_path, range(0, 24 * 40))
+    fixture = write_fixture(tmp_path, range(24 * 40))
     rows = [bar(h) for h in month_hours(2021, 2)]
     rows[3]["close"] = rows[3]["close"] + 0.25  # still a consistent bar, but not the fixture's
     dump = write(tmp_path / "BTCUSDT-1h-2021-02.csv", [dump_line(b) for b in rows], header=None)
@@ -220,7 +242,9 @@ def test_missing_columns_are_named_with_the_expected_ones(tmp_path: Path) -> Non
 
 def test_extra_columns_are_named_with_the_expected_ones(tmp_path: Path) -> None:
     message = error_for(tmp_path, [fixture_line(bar(0)) + ",7,8"], header=HEADER + ",trades,quote_volume")
-    assert_names(message, tmp_path / "BTCUSDT_1h.csv", 1, r"\(header\)", r"unexpected column\(s\) 'trades', 'quote_volume'")
+    assert_names(
+        message, tmp_path / "BTCUSDT_1h.csv", 1, r"\(header\)", r"unexpected column\(s\) 'trades', 'quote_volume'"
+    )
     assert "expected columns timestamp,datetime (optional),open,high,low,close,volume" in message
 
 
@@ -243,7 +267,13 @@ def test_non_integer_timestamp(tmp_path: Path) -> None:
 def test_wrong_field_count_and_blank_line(tmp_path: Path) -> None:
     lines = [fixture_line(bar(0)), "1609462800000,2021-01-01T01:00:00Z,1,2", "", fixture_line(bar(3))]
     message = error_for(tmp_path, lines)
-    assert_names(message, tmp_path / "BTCUSDT_1h.csv", 3, "-", r"4 fields, expected 7 \(timestamp,datetime,open,high,low,close,volume\)")
+    assert_names(
+        message,
+        tmp_path / "BTCUSDT_1h.csv",
+        3,
+        "-",
+        r"4 fields, expected 7 \(timestamp,datetime,open,high,low,close,volume\)",
+    )
     assert_names(message, tmp_path / "BTCUSDT_1h.csv", 4, "-", "blank line")
 
 
@@ -286,11 +316,20 @@ def test_duplicate_and_unsorted_timestamps_in_file_order(tmp_path: Path) -> None
 def test_timestamp_off_the_grid(tmp_path: Path) -> None:
     lines = [fixture_line(bar(0)), fixture_line(bar(1, ts_ms=T0_MS + HOUR_MS + 60_000))]
     message = error_for(tmp_path, lines)
-    assert_names(message, tmp_path / "BTCUSDT_1h.csv", 3, "'timestamp'", r"not on the 1h grid \(open times must be multiples of 3600000 milliseconds\)")
+    assert_names(
+        message,
+        tmp_path / "BTCUSDT_1h.csv",
+        3,
+        "'timestamp'",
+        r"not on the 1h grid \(open times must be multiples of 3600000 milliseconds\)",
+    )
 
 
 def test_timestamp_in_the_wrong_unit(tmp_path: Path) -> None:
-    message = error_for(tmp_path, [fixture_line(bar(0)), fixture_line(bar(1)).replace(str(T0_MS + HOUR_MS), str((T0_MS + HOUR_MS) // 1000), 1)])
+    message = error_for(
+        tmp_path,
+        [fixture_line(bar(0)), fixture_line(bar(1)).replace(str(T0_MS + HOUR_MS), str((T0_MS + HOUR_MS) // 1000), 1)],
+    )
     assert_names(message, tmp_path / "BTCUSDT_1h.csv", 3, "'timestamp'", "out of range 2009-2100 for UTC milliseconds")
 
 
@@ -314,7 +353,11 @@ def test_non_utc_datetime(tmp_path: Path) -> None:
 
 
 def test_mixed_time_zones(tmp_path: Path) -> None:
-    lines = [fixture_line(bar(0)), fixture_line(bar(1), datetime="2021-01-01T01:00:00"), fixture_line(bar(2), datetime="2021-01-01T04:00:00+02:00")]
+    lines = [
+        fixture_line(bar(0)),
+        fixture_line(bar(1), datetime="2021-01-01T01:00:00"),
+        fixture_line(bar(2), datetime="2021-01-01T04:00:00+02:00"),
+    ]
     message = error_for(tmp_path, lines)
     file = tmp_path / "BTCUSDT_1h.csv"
     assert_names(message, file, 3, "'datetime'", r"naive.*mixed time zones in the file: \+02:00, Z, naive")
@@ -324,7 +367,13 @@ def test_mixed_time_zones(tmp_path: Path) -> None:
 def test_datetime_disagreeing_with_timestamp(tmp_path: Path) -> None:
     lines = [fixture_line(bar(0)), fixture_line(bar(1), datetime="2021-01-01T02:00:00Z")]
     message = error_for(tmp_path, lines)
-    assert_names(message, tmp_path / "BTCUSDT_1h.csv", 3, "'datetime'", r"'2021-01-01T02:00:00Z' disagrees with timestamp 1609462800000 \(2021-01-01T01:00:00.000Z\)")
+    assert_names(
+        message,
+        tmp_path / "BTCUSDT_1h.csv",
+        3,
+        "'datetime'",
+        r"'2021-01-01T02:00:00Z' disagrees with timestamp 1609462800000 \(2021-01-01T01:00:00.000Z\)",
+    )
 
 
 def test_errors_list_the_first_five_lines_and_the_total(tmp_path: Path) -> None:
@@ -398,7 +447,13 @@ def test_dump_unsorted_microseconds(tmp_path: Path) -> None:
 def test_dump_bar_outside_its_month(tmp_path: Path) -> None:
     lines = [dump_line(bar(h)) for h in range(3)]  # January bars in a file named February
     message = error_for(tmp_path, lines, name="BTCUSDT-1h-2021-02.csv", header=None)
-    assert_names(message, tmp_path / "BTCUSDT-1h-2021-02.csv", 1, r"1 \(open_time\)", "lies outside the month 2021-02 named by the file")
+    assert_names(
+        message,
+        tmp_path / "BTCUSDT-1h-2021-02.csv",
+        1,
+        r"1 \(open_time\)",
+        "lies outside the month 2021-02 named by the file",
+    )
 
 
 def test_dump_zip_must_hold_one_csv(tmp_path: Path) -> None:
@@ -447,18 +502,31 @@ def test_real_fixture_row_counts_and_listing(real_1h: pl.DataFrame) -> None:
     assert firsts["SOL/USDT"] == dt.datetime(2020, 8, 11, 6, tzinfo=UTC)
     assert real_1h["ts"].max() == dt.datetime(2025, 10, 31, 23, tzinfo=UTC)
     first_btc = real_1h.row(0, named=True)
-    assert (first_btc["open"], first_btc["high"], first_btc["low"], first_btc["close"], first_btc["volume"]) == (7195.24, 7196.25, 7175.46, 7177.02, 511.814901)
+    assert (first_btc["open"], first_btc["high"], first_btc["low"], first_btc["close"], first_btc["volume"]) == (
+        7195.24,
+        7196.25,
+        7175.46,
+        7177.02,
+        511.814901,
+    )
 
 
 def test_real_fixture_span_slice() -> None:
     # May 2021 crash window: 288/288 bars per symbol; BTC's low was 30,000.00 at 2021-05-19 13:00 UTC.
-    crash = CsvArchiveSource(SHARED).fetch(["BTC/USDT", "ETH/USDT", "SOL/USDT"], "1h", dt.datetime(2021, 5, 12, tzinfo=UTC), dt.datetime(2021, 5, 24, tzinfo=UTC))
+    crash = CsvArchiveSource(SHARED).fetch(
+        ["BTC/USDT", "ETH/USDT", "SOL/USDT"],
+        "1h",
+        dt.datetime(2021, 5, 12, tzinfo=UTC),
+        dt.datetime(2021, 5, 24, tzinfo=UTC),
+    )
     assert dict(crash.group_by("symbol").len().iter_rows()) == {"BTC/USDT": 288, "ETH/USDT": 288, "SOL/USDT": 288}
     btc = crash.filter(pl.col("symbol") == "BTC/USDT")
     lowest = btc.row(int(btc["low"].arg_min()), named=True)
     assert (lowest["low"], lowest["ts"]) == (30000.0, dt.datetime(2021, 5, 19, 13, tzinfo=UTC))
     # Before its listing SOL has no rows; the others do.
-    early = CsvArchiveSource(SHARED).fetch(["BTC/USDT", "SOL/USDT"], "1h", dt.datetime(2020, 2, 1, tzinfo=UTC), dt.datetime(2020, 3, 1, tzinfo=UTC))
+    early = CsvArchiveSource(SHARED).fetch(
+        ["BTC/USDT", "SOL/USDT"], "1h", dt.datetime(2020, 2, 1, tzinfo=UTC), dt.datetime(2020, 3, 1, tzinfo=UTC)
+    )
     assert early["symbol"].unique().to_list() == ["BTC/USDT"]
     assert early.height == 29 * 24 - 6  # leap February minus the 1 + 5 missing maintenance bars
 
@@ -472,13 +540,17 @@ def test_real_15m_fixture_through_the_archive_layout(tmp_path: Path) -> None:
     # A 15m archive under a 1h name: refused naming the observed spacing (before: 3 rows in 4 off the
     # 1h grid, listed by line without the cause).
     (tmp_path / "ETHUSDT_1h.csv").symlink_to(SHARED / "ETHUSDT_15m_2021H1.csv")
-    with pytest.raises(SourceError, match=r"ETHUSDT_1h\.csv: bars are 15m apart .* say 1h; 10,382 of 13,843 rows are off the 1h grid"):
+    with pytest.raises(
+        SourceError, match=r"ETHUSDT_1h\.csv: bars are 15m apart .* say 1h; 10,382 of 13,843 rows are off the 1h grid"
+    ):
         fetch(tmp_path, ["ETH/USDT"])
 
 
 def test_real_fixture_merges_with_a_dump_made_from_it(tmp_path: Path) -> None:
     (tmp_path / "BTCUSDT_1h.csv").symlink_to(SHARED / "BTCUSDT_1h.csv")
-    real = CsvArchiveSource(SHARED).fetch(["BTC/USDT"], "1h", dt.datetime(2022, 11, 1, tzinfo=UTC), dt.datetime(2022, 12, 1, tzinfo=UTC))
+    real = CsvArchiveSource(SHARED).fetch(
+        ["BTC/USDT"], "1h", dt.datetime(2022, 11, 1, tzinfo=UTC), dt.datetime(2022, 12, 1, tzinfo=UTC)
+    )
     lines = [
         f"{int(r['ts'].timestamp() * 1000)},{r['open']},{r['high']},{r['low']},{r['close']},{r['volume']},0,0,0,0,0,0"
         for r in real.iter_rows(named=True)
@@ -488,7 +560,10 @@ def test_real_fixture_merges_with_a_dump_made_from_it(tmp_path: Path) -> None:
     assert merged.equals(real)
     lines[100] = lines[100].replace(f",{real['volume'][100]},", f",{real['volume'][100] * 1.01},", 1)
     write(tmp_path / "BTCUSDT-1h-2022-11.csv", lines, header=None)
-    with pytest.raises(SourceError, match=r"BTCUSDT_1h\.csv line \d+ and .*BTCUSDT-1h-2022-11\.csv line 101 disagree on column 'volume'"):
+    with pytest.raises(
+        SourceError,
+        match=r"BTCUSDT_1h\.csv line \d+ and .*BTCUSDT-1h-2022-11\.csv line 101 disagree on column 'volume'",
+    ):
         fetch(tmp_path, start=dt.datetime(2022, 11, 1, tzinfo=UTC), end=dt.datetime(2022, 12, 1, tzinfo=UTC))
 
 
@@ -529,10 +604,14 @@ def test_timeframe_mismatch_in_binance_monthly_dumps(tmp_path: Path) -> None:
     may = (dt.datetime(2021, 5, 1, tzinfo=UTC), dt.datetime(2021, 6, 1, tzinfo=UTC))
     hourly = CsvArchiveSource(SHARED).fetch(["BTC/USDT"], "1h", *may)
     write(tmp_path / "BTCUSDT-30m-2021-05.csv", _dump_lines(hourly), header=None)
-    with pytest.raises(SourceError, match=r"BTCUSDT-30m-2021-05\.csv: bars are 1h apart .*between 743 of 743 pairs.* say 30m"):
+    with pytest.raises(
+        SourceError, match=r"BTCUSDT-30m-2021-05\.csv: bars are 1h apart .*between 743 of 743 pairs.* say 30m"
+    ):
         fetch(tmp_path, start=may[0], end=may[1], timeframe="30m")
     (tmp_path / "BTCUSDT_15m.csv").symlink_to(SHARED / "BTCUSDT_15m_2021H1.csv")
     quarter_hourly = CsvArchiveSource(tmp_path).fetch(["BTC/USDT"], "15m", *may)
     write(tmp_path / "BTCUSDT-1h-2021-05.csv", _dump_lines(quarter_hourly), header=None)
-    with pytest.raises(SourceError, match=r"BTCUSDT-1h-2021-05\.csv: bars are 15m apart .* say 1h; 2,232 of 2,976 rows are off"):
+    with pytest.raises(
+        SourceError, match=r"BTCUSDT-1h-2021-05\.csv: bars are 15m apart .* say 1h; 2,232 of 2,976 rows are off"
+    ):
         fetch(tmp_path, start=may[0], end=may[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,9 @@ def test_request_before_anchor_is_empty_and_straddling_starts_at_anchor() -> Non
 
 
 def test_unaligned_span_takes_bars_whose_open_is_inside() -> None:
-    frame = source().fetch(["BTC/USDT"], "1h", day(1) + dt.timedelta(minutes=30), day(1) + dt.timedelta(hours=3, minutes=1))
+    frame = source().fetch(
+        ["BTC/USDT"], "1h", day(1) + dt.timedelta(minutes=30), day(1) + dt.timedelta(hours=3, minutes=1)
+    )
     assert frame["ts"].to_list() == [day(1) + dt.timedelta(hours=h) for h in (1, 2, 3)]
 
 
@@ -104,7 +107,9 @@ def test_bad_arguments_are_rejected() -> None:
 @pytest.mark.parametrize("timeframe", ["1m", "5m", "15m", "30m", "1h", "4h", "1d"])
 def test_ohlc_consistent_and_open_is_previous_close(timeframe: str) -> None:
     # A crash-heavy, very volatile market is the hardest case for OHLC consistency.
-    frame = source(annual_vol=3.0, t_dof=2.5, crash_rate_per_year=20.0).fetch(SYMBOLS, timeframe, ANCHOR, ANCHOR + 3000 * timeframe_delta(timeframe))
+    frame = source(annual_vol=3.0, t_dof=2.5, crash_rate_per_year=20.0).fetch(
+        SYMBOLS, timeframe, ANCHOR, ANCHOR + 3000 * timeframe_delta(timeframe)
+    )
     assert frame.height == 3 * 3000
     assert ohlc_violations(frame).is_empty()
     prev_close = frame.select(pl.col("close").shift(1).over("symbol"))["close"]
@@ -146,7 +151,7 @@ def test_monthly_partitions_equal_one_whole_range_fetch_bit_for_bit() -> None:
     months = [dt.datetime(2021, m, 1, tzinfo=UTC) for m in range(1, 9)] + [dt.datetime(2021, 9, 1, tzinfo=UTC)]
     whole = source(seed=3).fetch(SYMBOLS, "1h", ANCHOR, months[-1])
     # A fresh source per partition (separate runs) and one source asked out of order (one run) agree.
-    fresh = [source(seed=3).fetch(SYMBOLS, "1h", a, b) for a, b in zip(months, months[1:], strict=False)]
+    fresh = [source(seed=3).fetch(SYMBOLS, "1h", a, b) for a, b in itertools.pairwise(months)]
     shared = source(seed=3)
     order = [5, 0, 7, 2, 1, 6, 3, 4]
     reused = {i: shared.fetch(SYMBOLS, "1h", months[i], months[i + 1]) for i in order}
@@ -222,8 +227,12 @@ def test_crashes_cause_deep_drawdowns() -> None:
 
 
 def test_regime_drifts_move_prices() -> None:
-    up = source(bull_drift=3.0, bear_drift=3.0, chop_drift=3.0, crash_rate_per_year=0.0).fetch(["BTC/USDT"], "1d", ANCHOR, day(730))
-    down = source(bull_drift=-3.0, bear_drift=-3.0, chop_drift=-3.0, crash_rate_per_year=0.0).fetch(["BTC/USDT"], "1d", ANCHOR, day(730))
+    up = source(bull_drift=3.0, bear_drift=3.0, chop_drift=3.0, crash_rate_per_year=0.0).fetch(
+        ["BTC/USDT"], "1d", ANCHOR, day(730)
+    )
+    down = source(bull_drift=-3.0, bear_drift=-3.0, chop_drift=-3.0, crash_rate_per_year=0.0).fetch(
+        ["BTC/USDT"], "1d", ANCHOR, day(730)
+    )
     assert up["close"][-1] > 10 * up["open"][0]
     assert down["close"][-1] < 0.1 * down["open"][0]
 
@@ -231,7 +240,14 @@ def test_regime_drifts_move_prices() -> None:
 @pytest.mark.parametrize(("timeframe", "days"), [("5m", 200), ("15m", 365), ("1h", 730), ("4h", 1460), ("1d", 2920)])
 def test_volatility_and_volume_scale_with_bar_length(timeframe: str, days: int) -> None:
     # No idiosyncratic part, no crashes, no drifts: the symbol is the GARCH factor itself.
-    params = {"idio_vol_ratio": 0.0, "crash_rate_per_year": 0.0, "bull_drift": 0.0, "bear_drift": 0.0, "chop_drift": 0.0, "t_dof": 8.0}
+    params = {
+        "idio_vol_ratio": 0.0,
+        "crash_rate_per_year": 0.0,
+        "bull_drift": 0.0,
+        "bear_drift": 0.0,
+        "chop_drift": 0.0,
+        "t_dof": 8.0,
+    }
     frame = source(seed=4, **params).fetch(["BTC/USDT"], timeframe, ANCHOR, day(days))
     annualised = log_returns(frame)[0].std() * np.sqrt(periods_per_year(timeframe))
     assert annualised == pytest.approx(0.65, rel=0.25)
@@ -295,7 +311,7 @@ def test_defects_are_seeded_and_the_same_in_any_slicing() -> None:
     whole = source(seed=4, defects=DEFECTS).fetch(SYMBOLS, "1h", ANCHOR, months[-1])
     again = source(seed=4, defects=DEFECTS).fetch(SYMBOLS, "1h", ANCHOR, months[-1])
     assert as_bytes(again) == as_bytes(whole)
-    spans = zip(months, months[1:], strict=False)
+    spans = itertools.pairwise(months)
     fresh = [source(seed=4, defects=DEFECTS).fetch(SYMBOLS, "1h", a, b) for a, b in spans]
     assert as_bytes(pl.concat(fresh).sort("symbol", "ts")) == as_bytes(whole)
     alone = source(seed=4, defects=DEFECTS).fetch(["BTC/USDT"], "1h", ANCHOR, months[-1])

@@ -33,7 +33,15 @@ def utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def frame(symbol: str, start: dt.datetime, closes: list[float], *, volume: float = 1e5, step: dt.timedelta = H, skip: tuple[int, ...] = ()) -> pl.DataFrame:
+def frame(
+    symbol: str,
+    start: dt.datetime,
+    closes: list[float],
+    *,
+    volume: float = 1e5,
+    step: dt.timedelta = H,
+    skip: tuple[int, ...] = (),
+) -> pl.DataFrame:
     """Hand-built bars: open = previous close, high/low 0.1% outside the body; bar i at start + i·step,
     indices in `skip` left out (missing bars)."""
     opens = [closes[0], *closes[:-1]]
@@ -45,7 +53,9 @@ def frame(symbol: str, start: dt.datetime, closes: list[float], *, volume: float
     return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row")
 
 
-def walk(symbol: str, start: dt.datetime, n: int, *, seed: int, vol: float = 0.01, price: float = 100.0) -> pl.DataFrame:
+def walk(
+    symbol: str, start: dt.datetime, n: int, *, seed: int, vol: float = 0.01, price: float = 100.0
+) -> pl.DataFrame:
     """A seeded random walk (log-return σ = `vol` per bar) with small wicks, liquid volume."""
     rng = np.random.default_rng(seed)
     closes = (price * np.exp(np.cumsum(rng.normal(0.0, vol, n)))).tolist()
@@ -56,7 +66,9 @@ def with_wick(bars: pl.DataFrame, symbol: str, ts: dt.datetime, depth: float) ->
     """Pull the low of one bar down by `depth` × the previous close (a lower wick of that length)."""
     prev_close = bars.filter((pl.col("symbol") == symbol) & (pl.col("ts") == ts - H))["close"].item()
     hit = (pl.col("symbol") == symbol) & (pl.col("ts") == ts)
-    return bars.with_columns(pl.when(hit).then(pl.min_horizontal("open", "close") - depth * prev_close).otherwise(pl.col("low")).alias("low"))
+    return bars.with_columns(
+        pl.when(hit).then(pl.min_horizontal("open", "close") - depth * prev_close).otherwise(pl.col("low")).alias("low")
+    )
 
 
 def rules(**overrides: object) -> ValidationSection:
@@ -106,8 +118,10 @@ def test_extra_columns_are_dropped_from_bars() -> None:
 
 
 def test_schema_missing_column_and_wrong_dtypes_are_collected_lazily() -> None:
-    raw = frame("BTC/USDT", T0, [1.0, 2.0]).drop("open").with_columns(
-        pl.col("ts").dt.replace_time_zone(None), pl.col("volume").cast(pl.Int64)
+    raw = (
+        frame("BTC/USDT", T0, [1.0, 2.0])
+        .drop("open")
+        .with_columns(pl.col("ts").dt.replace_time_zone(None), pl.col("volume").cast(pl.Int64))
     )
     report = validate_bars(raw, "1h", rules())
     assert [r.name for r in report.results] == ["schema"]  # the other rules need the columns
@@ -134,7 +148,10 @@ def test_schema_lists_every_null_with_its_row() -> None:
     report = validate_bars(raw, "1h", rules())
     schema = report.result("schema")
     assert not schema.passed and schema.failures == 2
-    assert schema.samples.select("column", "check", "row").rows() == [("close", "not_nullable", 1), ("close", "not_nullable", 3)]
+    assert schema.samples.select("column", "check", "row").rows() == [
+        ("close", "not_nullable", 1),
+        ("close", "not_nullable", 3),
+    ]
     with pytest.raises(BarValidationError) as info:
         report.raise_for_errors("raw_ohlcv[2024-01]")
     text = str(info.value)
@@ -168,7 +185,9 @@ def test_ohlc_consistency_names_row_symbol_ts_and_rule() -> None:
         (4, "ETH/USDT", T0 + H, "open", "open must be a finite price > 0"),
         (4, "ETH/USDT", T0 + H, "high", "high must be >= max(open, close)"),
     ]
-    assert ohlc.message.startswith("3 violation(s) in 2 row(s): high must be >= max(open, close) ×2; open must be a finite price > 0 ×1")
+    assert ohlc.message.startswith(
+        "3 violation(s) in 2 row(s): high must be >= max(open, close) ×2; open must be a finite price > 0 ×1"
+    )
     # the other rules still ran, so one report lists every problem
     assert [r.name for r in report.results] == list(RULE_NAMES)
     with pytest.raises(BarValidationError, match="ohlc_consistency"):
@@ -193,7 +212,12 @@ def test_duplicates_unsorted_and_off_grid_timestamps_fail() -> None:
     result = validate_bars(unsorted, "1h", rules()).result("unique_sorted_timestamps")
     assert result.samples.select("row", "rule").rows() == [(2, "timestamp earlier than the previous row (unsorted)")]
 
-    off = good.with_columns(pl.when(pl.col("ts") == T0 + 3 * H).then(pl.col("ts") + dt.timedelta(minutes=30)).otherwise(pl.col("ts")).alias("ts"))
+    off = good.with_columns(
+        pl.when(pl.col("ts") == T0 + 3 * H)
+        .then(pl.col("ts") + dt.timedelta(minutes=30))
+        .otherwise(pl.col("ts"))
+        .alias("ts")
+    )
     result = validate_bars(off, "1h", rules()).result("unique_sorted_timestamps")
     assert result.samples.select("row", "rule").rows() == [(3, "timestamp not on the 1h grid")]
     assert validate_bars(off, "1h", rules()).bars is None
@@ -204,7 +228,14 @@ def test_symbols_interleaved_by_time_are_fine_and_come_back_sorted() -> None:
     interleaved = pl.concat([a, b]).sort("ts", "symbol", descending=[False, True])
     report = validate_bars(interleaved, "1h", rules())
     assert report.ok and report.bars is not None
-    assert report.bars.select("symbol", "close").rows() == [("BTC/USDT", 1.0), ("BTC/USDT", 2.0), ("BTC/USDT", 3.0), ("ETH/USDT", 5.0), ("ETH/USDT", 6.0), ("ETH/USDT", 7.0)]
+    assert report.bars.select("symbol", "close").rows() == [
+        ("BTC/USDT", 1.0),
+        ("BTC/USDT", 2.0),
+        ("BTC/USDT", 3.0),
+        ("ETH/USDT", 5.0),
+        ("ETH/USDT", 6.0),
+        ("ETH/USDT", 7.0),
+    ]
 
 
 # ------------------------------------------------------------------------------------------ continuity
@@ -218,9 +249,14 @@ def test_gap_policy_fail_blocks_the_write_and_lists_every_gap() -> None:
     cont = report.result("continuity")
     assert not cont.passed and cont.severity == "error" and cont.failures == 3
     assert gaps_of(report) == [("BTC/USDT", T0 + 3 * H, T0 + 4 * H, 2), ("BTC/USDT", T0 + 7 * H, T0 + 7 * H, 1)]
-    assert cont.message.startswith("3 missing bar(s) in 2 gap(s) across 1 symbol(s)") and "nothing written" in cont.message
+    assert (
+        cont.message.startswith("3 missing bar(s) in 2 gap(s) across 1 symbol(s)") and "nothing written" in cont.message
+    )
     assert report.bars is None and report.errors == [cont]
-    with pytest.raises(BarValidationError, match=r"(?s)continuity.*gap_start=2024-01-01 03:00, gap_end=2024-01-01 04:00, missing_bars=2"):
+    with pytest.raises(
+        BarValidationError,
+        match=r"(?s)continuity.*gap_start=2024-01-01 03:00, gap_end=2024-01-01 04:00, missing_bars=2",
+    ):
         report.raise_for_errors("bars[2024-01]")
 
 
@@ -362,7 +398,11 @@ def test_a_symbol_with_history_and_no_bar_in_the_span_shows_the_whole_span_as_a_
     assert gaps_of(report) == [("ETH/USDT", feb, feb + 2 * H, 3)]
     assert report.bars is not None
     eth = report.bars.filter(pl.col("symbol") == "ETH/USDT")
-    assert eth["ts"].to_list() == [feb, feb + H, feb + 2 * H] and eth["is_filled"].all() and eth["close"].to_list() == [4.0] * 3
+    assert (
+        eth["ts"].to_list() == [feb, feb + H, feb + 2 * H]
+        and eth["is_filled"].all()
+        and eth["close"].to_list() == [4.0] * 3
+    )
     # an empty frame (a whole outage) is judged the same way instead of passing as "no rows, no gaps"
     empty = validate_bars(empty_raw(), "1h", rules(gap_policy="fail"), history=hist, span_start=feb, span_end=feb + H)
     assert empty.bars is None and [g[0] for g in gaps_of(empty)] == ["BTC/USDT", "ETH/USDT"]
@@ -432,9 +472,16 @@ def test_wick_flags_are_causal_and_match_across_a_partition_split() -> None:
     raw = with_wick(with_wick(three_walks(400), "SOL/USDT", SPIKE, 0.3), "BTC/USDT", T0 + 330 * H, 0.25)
     whole = validate_bars(raw, "1h", rules()).bars
     split = T0 + 250 * H
-    part = validate_bars(raw.filter(pl.col("ts") >= split), "1h", rules(), history=validate_bars(raw.filter(pl.col("ts") < split), "1h", rules()).bars).bars
+    part = validate_bars(
+        raw.filter(pl.col("ts") >= split),
+        "1h",
+        rules(),
+        history=validate_bars(raw.filter(pl.col("ts") < split), "1h", rules()).bars,
+    ).bars
     assert whole is not None and part is not None
-    assert part.select("symbol", "ts", "is_wick_outlier").equals(whole.filter(pl.col("ts") >= split).select("symbol", "ts", "is_wick_outlier"))
+    assert part.select("symbol", "ts", "is_wick_outlier").equals(
+        whole.filter(pl.col("ts") >= split).select("symbol", "ts", "is_wick_outlier")
+    )
     assert part["is_wick_outlier"].sum() == 1
     # a crash appended after t changes nothing at or before t (no look-ahead)
     truncated = validate_bars(raw.filter(pl.col("ts") <= SPIKE), "1h", rules()).bars
@@ -462,7 +509,10 @@ def test_thin_day_is_flagged_on_all_its_bars_with_its_figures() -> None:
 
 def test_amihud_is_mean_abs_return_per_dollar_over_traded_bars() -> None:
     raw = pl.DataFrame(
-        [("SOL/USDT", T0 + i * H, c, c, c, c, v) for i, (c, v) in enumerate([(100.0, 10.0), (110.0, 20.0), (99.0, 0.0)])],
+        [
+            ("SOL/USDT", T0 + i * H, c, c, c, c, v)
+            for i, (c, v) in enumerate([(100.0, 10.0), (110.0, 20.0), (99.0, 0.0)])
+        ],
         schema=RAW_SCHEMA,
         orient="row",
     )
@@ -508,12 +558,18 @@ README_15M_GAPS = [
 ]
 
 
-def expected_gaps(symbol: str, table: list[tuple[str, str, int]], step: dt.timedelta) -> list[tuple[str, dt.datetime, dt.datetime, int]]:
+def expected_gaps(
+    symbol: str, table: list[tuple[str, str, int]], step: dt.timedelta
+) -> list[tuple[str, dt.datetime, dt.datetime, int]]:
     return [(symbol, utc(last) + step, utc(nxt) - step, n) for last, nxt, n in table]
 
 
 def read_fixture(symbol: str, name: str) -> pl.DataFrame:
-    raw = pl.read_csv(FIXTURES / name, columns=["timestamp", "open", "high", "low", "close", "volume"], schema_overrides={"timestamp": pl.Int64})
+    raw = pl.read_csv(
+        FIXTURES / name,
+        columns=["timestamp", "open", "high", "low", "close", "volume"],
+        schema_overrides={"timestamp": pl.Int64},
+    )
     return raw.select(
         pl.lit(symbol).alias("symbol"),
         pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC").alias("ts"),
@@ -542,13 +598,17 @@ def test_real_1h_ffill_gives_a_complete_grid_and_no_hard_errors(real_1h: pl.Data
     assert report.errors == [] and report.bars is not None
     cont = report.result("continuity")
     assert cont.failures == 32 + 32 + 20 and "40 gap(s) across 3 symbol(s)" in cont.message
-    per_symbol = report.bars.group_by("symbol").agg(
-        pl.col("ts").min().alias("first"),
-        pl.col("ts").max().alias("last"),
-        pl.len().alias("n"),
-        pl.col("is_filled").sum().alias("filled"),
-        (pl.col("ts").diff().drop_nulls() == H).all().alias("regular"),
-    ).sort("symbol")
+    per_symbol = (
+        report.bars.group_by("symbol")
+        .agg(
+            pl.col("ts").min().alias("first"),
+            pl.col("ts").max().alias("last"),
+            pl.len().alias("n"),
+            pl.col("is_filled").sum().alias("filled"),
+            (pl.col("ts").diff().drop_nulls() == H).all().alias("regular"),
+        )
+        .sort("symbol")
+    )
     assert per_symbol.rows() == [
         ("BTC/USDT", utc("2020-01-01 00:00"), utc("2025-10-31 23:00"), 51_112 + 32, 32, True),
         ("ETH/USDT", utc("2020-01-01 00:00"), utc("2025-10-31 23:00"), 51_112 + 32, 32, True),
@@ -585,7 +645,7 @@ def test_real_15m_gaps_are_exactly_the_readme_list() -> None:
 def test_real_month_with_history_equals_the_same_month_validated_in_one_piece(real_1h: pl.DataFrame) -> None:
     # 2021-08 holds a 4-bar maintenance gap; July is its history
     jul, aug, sep = utc("2021-07-01 00:00"), utc("2021-08-01 00:00"), utc("2021-09-01 00:00")
-    in_span = lambda a, b: real_1h.filter(pl.col("ts").is_between(a, b, closed="left"))  # noqa: E731
+    in_span = lambda a, b: real_1h.filter(pl.col("ts").is_between(a, b, closed="left"))
     history = validate_bars(in_span(jul, aug), "1h", rules()).bars
     month = validate_bars(in_span(aug, sep), "1h", rules(), history=history, span_start=aug).bars
     whole = validate_bars(in_span(jul, sep), "1h", rules()).bars

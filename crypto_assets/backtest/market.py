@@ -129,7 +129,7 @@ def ts_epoch_us(frame: pl.DataFrame, what: str) -> np.ndarray:
     dtype = frame.schema["ts"]
     if not isinstance(dtype, pl.Datetime):
         # ValueError like every other bad input, so callers have one exception to handle
-        raise ValueError(f"{what}.ts must be a Datetime column (bar open time, UTC), got {dtype}")  # noqa: TRY004
+        raise ValueError(f"{what}.ts must be a Datetime column (bar open time, UTC), got {dtype}")
     # Naive timestamps are read as UTC; aware ones are converted.
     ts = frame["ts"] if dtype.time_zone is None else frame["ts"].dt.convert_time_zone("UTC")
     return ts.dt.replace_time_zone(None).dt.epoch("us").to_numpy().astype(np.int64)

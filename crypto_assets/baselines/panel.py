@@ -189,9 +189,11 @@ def to_weights(panel: Panel, weights: np.ndarray, emit: np.ndarray) -> pl.DataFr
     values = weights[rows, cols]
     if not np.all(np.isfinite(values)):
         raise AssertionError("baseline produced a non-finite weight on a bar it emits")  # a bug, not bad input
-    frame = pl.DataFrame({
-        "symbol": np.array(panel.symbols, dtype=object)[cols].tolist(),
-        "ts": pl.Series(panel.ts_us[rows]).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
-        "weight": values.astype(np.float64),
-    })
+    frame = pl.DataFrame(
+        {
+            "symbol": np.array(panel.symbols, dtype=object)[cols].tolist(),
+            "ts": pl.Series(panel.ts_us[rows]).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            "weight": values.astype(np.float64),
+        }
+    )
     return frame.cast(WEIGHT_SCHEMA).sort("symbol", "ts")  # type: ignore[arg-type]

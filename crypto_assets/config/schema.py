@@ -399,9 +399,7 @@ class BaselineSettings(StrictModel):
     @model_validator(mode="after")
     def _fast_before_slow(self) -> BaselineSettings:
         if parse_duration(self.trend_fast) >= parse_duration(self.trend_slow):
-            raise ValueError(
-                f"trend_fast ({self.trend_fast}) must be shorter than trend_slow ({self.trend_slow})"
-            )
+            raise ValueError(f"trend_fast ({self.trend_fast}) must be shorter than trend_slow ({self.trend_slow})")
         return self
 
 

@@ -76,7 +76,8 @@ class PPOAgentFamily(Family):
     description = "PPO policy (stable-baselines3) on the trading environment, deterministic at decision time."
 
     def fit(self, data: FoldData, params: Any, seed: int, device: str) -> Any:
-        from crypto_assets.agents import EnvData, TradingEnv, train_ppo
+        from crypto_assets.agents import EnvData, TradingEnv
+        from crypto_assets.agents.ppo import train_ppo
 
         ctx = data.context
         costs = ctx.cost_model()

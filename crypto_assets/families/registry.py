@@ -75,7 +75,7 @@ def validate_params(value: Any) -> FamilyParams:
         return value
     if not isinstance(value, dict):
         # ValueError, not TypeError: pydantic reports only ValueErrors as validation errors with their key path
-        raise ValueError("a family entry is a mapping with a `type` key, e.g. {type: LSTM_Attn, hidden: 32}")  # noqa: TRY004
+        raise ValueError("a family entry is a mapping with a `type` key, e.g. {type: LSTM_Attn, hidden: 32}")
     types = registered_types()
     family_type = value.get("type")
     if family_type not in _REGISTRY:

@@ -123,4 +123,3 @@ def split_fold(
     if train.height == 0:
         raise ValueError(f"fold {window.key}: no train rows left after purging {purge_bars} bars")
     return train, test
-

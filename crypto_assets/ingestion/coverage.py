@@ -276,9 +276,8 @@ class RowCountDrop:
 
     def __str__(self) -> str:
         symbols = ", ".join(f"{s} {old} → {new}" for s, (old, new) in sorted(self.by_symbol.items()))
-        return (
-            f"partition {self.partition}: {self.stored_rows} rows stored, the new data has {self.new_rows}"
-            + (f" ({symbols})" if symbols else "")
+        return f"partition {self.partition}: {self.stored_rows} rows stored, the new data has {self.new_rows}" + (
+            f" ({symbols})" if symbols else ""
         )
 
 

@@ -228,7 +228,14 @@ def classification_metrics(
     y = np.asarray(y_dir, dtype=np.float64)
     n = int(p.size)
     nan = float("nan")
-    out: dict[str, float] = {"n": float(n), "accuracy": nan, "auc": nan, "brier": nan, "log_loss": nan, "base_rate": nan}
+    out: dict[str, float] = {
+        "n": float(n),
+        "accuracy": nan,
+        "auc": nan,
+        "brier": nan,
+        "log_loss": nan,
+        "base_rate": nan,
+    }
     if n == 0:
         return out
     clipped = np.clip(p, 1e-7, 1 - 1e-7)
@@ -327,7 +334,9 @@ def train_forecaster(
         raise ValueError("every forward return in the fit part is 0: no volatility to learn")
 
     strict = target.type == "cpu"  # on CUDA a few kernels lack deterministic versions: warn instead of fail
-    rng_devices = [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
+    rng_devices = (
+        [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
+    )
     with deterministic(threads, warn_only=not strict), torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(derive_seed(seed, "init"))  # weight init (on CPU, so identical on every device) and dropout
         model = build_model(params, ws.n_features)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         return frame
 
 
-def _windows(partitions_def: dg.PartitionsDefinition | None, keys: list[str]) -> dict[str, Window]:
+def _windows(partitions_def: dg.PartitionsDefinition | None, keys: Sequence[str]) -> dict[str, Window]:
     """Each monthly key's [start, end) window."""
     assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition), partitions_def
     windows = {}

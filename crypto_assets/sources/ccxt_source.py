@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -271,7 +271,7 @@ class CcxtSource:
         """Close the HTTP session (keep-alive connections)."""
         self._exchange.close()
 
-    def __enter__(self) -> CcxtSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -70,7 +70,7 @@ _ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
 _ZONE = r"(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
 _UTC_ZONES = ("Z", "z", "+00:00", "+0000", "-00:00", "-0000")
 _DUMP_LABELS = {0: "open_time", 1: "open", 2: "high", 3: "low", 4: "close", 5: "volume"}
-_PROBLEM_SCHEMA = {"line": pl.Int64(), "column": pl.String(), "rule": pl.String()}
+_PROBLEM_SCHEMA = pl.Schema({"line": pl.Int64(), "column": pl.String(), "rule": pl.String()})
 
 Layout = Literal["fixture", "dump"]
 

@@ -342,7 +342,9 @@ class _Path:
             high = np.maximum(open_, close) * np.exp(_WICK * sd * wicks[0])
             low = np.minimum(open_, close) * np.exp(-_WICK * sd * wicks[1])
 
-            surprise = (1.0 + _VOLUME_SURPRISE * np.abs(ret) / np.where(sd > 0, sd, 1.0)) / (1.0 + _VOLUME_SURPRISE * _MEDIAN_ABS_NORMAL)
+            surprise = (1.0 + _VOLUME_SURPRISE * np.abs(ret) / np.where(sd > 0, sd, 1.0)) / (
+                1.0 + _VOLUME_SURPRISE * _MEDIAN_ABS_NORMAL
+            )
             scale = p.base_volume * bar.k_hours * symbol_dollar_share(i) / symbol_price_fraction(i)
             volume = scale * activity * surprise * np.exp(bar.volume_sd * volume_noise)
 
@@ -394,7 +396,10 @@ class SyntheticSource:
         with self._lock:
             path = self._path(timeframe, len(symbols))
             path.grow(n_blocks)
-            parts = {name: [blocks[i][first_block:n_blocks] for i in range(len(symbols))] for name, blocks in path.columns.items()}
+            parts = {
+                name: [blocks[i][first_block:n_blocks] for i in range(len(symbols))]
+                for name, blocks in path.columns.items()
+            }
             present = np.concatenate(path.present[first_block:n_blocks])[lo:hi] if path.present else None
 
         ts = pl.Series("ts", np.arange(first, stop, dtype=np.int64) * step_us + self._anchor_us).cast(TS_DTYPE)

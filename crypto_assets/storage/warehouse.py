@@ -507,7 +507,7 @@ def _check_rows_belong(
         if not outside.is_empty():
             raise WarehouseError(
                 f"table {table!r} partition {key}: {outside.height} rows have `ts` outside the partition window "
-                f"[{start.isoformat()}, {end.isoformat()}) (first {outside['ts'].min()}, last {outside['ts'].max()}): "
+                f"[{start.isoformat()}, {end.isoformat()}) (first {outside['ts'].min()!s}, last {outside['ts'].max()!s}): "
                 f"{where}"
             )
     if key_column is not None and key_column in frame.columns:

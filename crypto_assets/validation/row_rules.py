@@ -16,7 +16,10 @@ def ohlc_violations(frame: pl.DataFrame) -> pl.DataFrame:
     max(open, close) ≤ high. One output row per (row, broken rule), sorted by row."""
     indexed = frame.with_row_index("row")
     checks: list[tuple[str, pl.Expr, str]] = [
-        *((col, ~(pl.col(col).is_finite() & (pl.col(col) > 0)), f"{col} must be a finite price > 0") for col in PRICE_COLUMNS),
+        *(
+            (col, ~(pl.col(col).is_finite() & (pl.col(col) > 0)), f"{col} must be a finite price > 0")
+            for col in PRICE_COLUMNS
+        ),
         ("volume", ~(pl.col("volume").is_finite() & (pl.col("volume") >= 0)), "volume must be finite and >= 0"),
         ("low", pl.col("low") > pl.min_horizontal("open", "close"), "low must be <= min(open, close)"),
         ("high", pl.col("high") < pl.max_horizontal("open", "close"), "high must be >= max(open, close)"),
@@ -41,6 +44,9 @@ def order_violations(frame: pl.DataFrame) -> pl.DataFrame:
     return indexed.filter(pl.col("ts") <= prev).select(
         "row",
         pl.lit("ts").alias("column"),
-        pl.when(pl.col("ts") == prev).then(pl.lit("duplicate timestamp")).otherwise(pl.lit("timestamp earlier than the previous row (unsorted)")).alias("rule"),
+        pl.when(pl.col("ts") == prev)
+        .then(pl.lit("duplicate timestamp"))
+        .otherwise(pl.lit("timestamp earlier than the previous row (unsorted)"))
+        .alias("rule"),
         pl.col("ts").dt.epoch("ms").cast(pl.Float64).alias("value"),
     )

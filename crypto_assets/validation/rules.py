@@ -65,7 +65,8 @@ def _row_samples(raw: pl.DataFrame, violations: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema=ROW_SAMPLE_SCHEMA)
     head = violations.head(SAMPLE_ROWS)
     where = raw.select("symbol", "ts")[head["row"].cast(pl.Int64).to_list()]
-    return pl.concat([head.select("row"), where, head.select("column", "rule", "value")], how="horizontal").cast(ROW_SAMPLE_SCHEMA)  # type: ignore[arg-type]
+    samples = pl.concat([head.select("row"), where, head.select("column", "rule", "value")], how="horizontal")
+    return samples.cast(ROW_SAMPLE_SCHEMA)  # type: ignore[arg-type]
 
 
 def _summarise(violations: pl.DataFrame) -> str:
@@ -79,7 +80,9 @@ def ohlc_consistency(raw: pl.DataFrame) -> RuleResult:
     `failures` counts violations (a row breaking two checks counts twice)."""
     violations = ohlc_violations(raw)
     if violations.is_empty():
-        return RuleResult("ohlc_consistency", True, "error", f"{raw.height} rows consistent", 0, _row_samples(raw, violations))
+        return RuleResult(
+            "ohlc_consistency", True, "error", f"{raw.height} rows consistent", 0, _row_samples(raw, violations)
+        )
     rows = violations["row"].n_unique()
     return RuleResult(
         "ohlc_consistency",
@@ -110,7 +113,14 @@ def unique_sorted_timestamps(raw: pl.DataFrame, timeframe: dt.timedelta) -> Rule
     )
     violations = pl.concat([order_violations(raw), off_grid]).sort("row", maintain_order=True)
     if violations.is_empty():
-        return RuleResult("unique_sorted_timestamps", True, "error", "timestamps unique, sorted and on the grid per symbol", 0, _row_samples(raw, violations))
+        return RuleResult(
+            "unique_sorted_timestamps",
+            True,
+            "error",
+            "timestamps unique, sorted and on the grid per symbol",
+            0,
+            _row_samples(raw, violations),
+        )
     return RuleResult(
         "unique_sorted_timestamps",
         False,
@@ -179,7 +189,9 @@ def continuity(
     missing = int(samples["missing_bars"].sum()) if samples.height else 0
     filled = _fill(gaps, timeframe, span_start) if policy == "ffill" and missing else _empty_filled()
     if not missing:
-        return RuleResult("continuity", True, "error" if policy == "fail" else "warn", "no missing bars", 0, samples), filled
+        return RuleResult(
+            "continuity", True, "error" if policy == "fail" else "warn", "no missing bars", 0, samples
+        ), filled
     symbols = samples["symbol"].n_unique()
     what = {
         "fail": "gap_policy fail: nothing written",
@@ -189,7 +201,9 @@ def continuity(
     if policy == "ffill" and filled.height < missing:
         what += f", {missing - filled.height} before this frame's span left to the earlier partition"
     message = f"{missing} missing bar(s) in {samples.height} gap(s) across {symbols} symbol(s) ({what})"
-    result = RuleResult("continuity", False, "error" if policy == "fail" else "warn", message, missing, samples.head(SAMPLE_ROWS))
+    result = RuleResult(
+        "continuity", False, "error" if policy == "fail" else "warn", message, missing, samples.head(SAMPLE_ROWS)
+    )
     return result, filled
 
 
@@ -200,7 +214,11 @@ def _fill(gaps: pl.DataFrame, timeframe: dt.timedelta, span_start: dt.datetime |
             pl.max_horizontal("gap_start", _ceil_to_grid(span_start, timeframe)).alias("gap_start")
         )
     return (
-        fillable.select("symbol", pl.datetime_ranges("gap_start", "gap_end", timeframe).alias("ts"), pl.col("prev_close").alias("close"))
+        fillable.select(
+            "symbol",
+            pl.datetime_ranges("gap_start", "gap_end", timeframe).alias("ts"),
+            pl.col("prev_close").alias("close"),
+        )
         .explode("ts")
         .select(
             "symbol",
@@ -264,7 +282,10 @@ def wick_outliers(series: pl.DataFrame, rules: ValidationSection) -> tuple[RuleR
     )
     outliers = (
         suspicious.join(others, on=["symbol", "ts"], how="left")
-        .filter(pl.col("others_median_sigmas").is_null() | (pl.col("wick_sigmas") > rules.wick_cross_k * pl.col("others_median_sigmas")))
+        .filter(
+            pl.col("others_median_sigmas").is_null()
+            | (pl.col("wick_sigmas") > rules.wick_cross_k * pl.col("others_median_sigmas"))
+        )
         .sort("symbol", "ts")
     )
     # Flags by row position: a scatter of the few outliers beats a 100k-row join.
@@ -275,7 +296,11 @@ def wick_outliers(series: pl.DataFrame, rules: ValidationSection) -> tuple[RuleR
     outliers = outliers.select(list(WICK_SAMPLE_SCHEMA)).cast(WICK_SAMPLE_SCHEMA)  # type: ignore[arg-type]
     n = outliers.height
     if n == 0:
-        msg = f"no wick outliers ({suspicious.height} wick(s) > {rules.wick_k:g}σ, all shared by other symbols)" if suspicious.height else "no wick outliers"
+        msg = (
+            f"no wick outliers ({suspicious.height} wick(s) > {rules.wick_k:g}σ, all shared by other symbols)"
+            if suspicious.height
+            else "no wick outliers"
+        )
         return RuleResult("wick_outliers", True, "warn", msg, 0, outliers), flags
     message = (
         f"{n} wick outlier(s) flagged (wick > {rules.wick_k:g}σ and > {rules.wick_cross_k:g}× the other symbols' median); "

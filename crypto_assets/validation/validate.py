@@ -77,7 +77,8 @@ def validate_bars(
     ohlc_result = ohlc_consistency(raw)
     order_result = unique_sorted_timestamps(raw, tf)
     series = _series(raw, history, rules.wick_vol_window, dedupe=not order_result.passed)
-    start = span_start if span_start is not None else raw["ts"].min()
+    first_bar = raw["ts"].min()
+    start = span_start if span_start is not None else (first_bar if isinstance(first_bar, dt.datetime) else None)
     gaps = gaps_in_series(series, tf, span_end)
     continuity_result, filled = continuity(gaps, tf, rules.gap_policy, start)
     # Filled history bars are not observations: keep them out of returns and volatility.
@@ -85,7 +86,14 @@ def validate_bars(
     wick_result, wick_flags = wick_outliers(real, rules)
     liquidity_result, illiquid_days = liquidity(real, rules)
 
-    results: list[RuleResult] = [schema_result, ohlc_result, order_result, continuity_result, wick_result, liquidity_result]
+    results: list[RuleResult] = [
+        schema_result,
+        ohlc_result,
+        order_result,
+        continuity_result,
+        wick_result,
+        liquidity_result,
+    ]
     if any(r.is_error for r in results):
         return ValidationReport(results, None)
     return ValidationReport(results, _bars(series, wick_flags, filled, illiquid_days, start))
@@ -135,14 +143,19 @@ def _series(raw: pl.DataFrame, history: pl.DataFrame | None, window: int, *, ded
 
 
 def _bars(
-    series: pl.DataFrame, wick_flags: pl.DataFrame, filled: pl.DataFrame, illiquid_days: pl.DataFrame, start: dt.datetime | None
+    series: pl.DataFrame,
+    wick_flags: pl.DataFrame,
+    filled: pl.DataFrame,
+    illiquid_days: pl.DataFrame,
+    start: dt.datetime | None,
 ) -> pl.DataFrame:
     own = series.filter(~pl.col("_hist"))
     # wick_flags come from the same raw rows in the same order (series minus filled history rows)
     bars = own.select(*RAW_COLUMNS, "is_filled").with_columns(wick_flags["is_wick_outlier"])
     if filled.height:
         bars = _sort_symbol_ts(pl.concat([bars, filled.with_columns(pl.lit(False).alias("is_wick_outlier"))]))
-    if start is not None and own.height and start > own["ts"].min():
+    first_own = own["ts"].min() if own.height else None
+    if start is not None and isinstance(first_own, dt.datetime) and start > first_own:
         bars = bars.filter(pl.col("ts") >= start)  # raw bars before the span belong to an earlier partition
     if illiquid_days.height:
         day = pl.col("ts").dt.truncate("1d").alias("day")
