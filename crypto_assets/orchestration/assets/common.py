@@ -11,6 +11,7 @@ import dagster as dg
 from crypto_assets.config import ExperimentConfig
 from crypto_assets.evaluation.runs import order_rows
 from crypto_assets.folds import FoldSpec, FoldWindow, fold_window_for_key
+from crypto_assets.ingestion.scope import experiment_fold_spec as fold_spec  # one rule: config → fold geometry
 from crypto_assets.timeframes import duration_bars, parse_duration
 
 if TYPE_CHECKING:
@@ -32,17 +33,6 @@ __all__ = [
 
 STRATEGY_PREFIX = "baseline_"
 PREDICTIONS_PREFIX = "predictions_"
-
-
-def fold_spec(experiment: ExperimentConfig) -> FoldSpec:
-    wf = experiment.walk_forward
-    return FoldSpec(
-        train_months=wf.train_months,
-        test_months=wf.test_months,
-        step_months=wf.step_months,
-        purge_bars=wf.purge,
-        label_horizon=wf.label_horizon,
-    )
 
 
 def months_covering(span: dt.timedelta) -> int:
