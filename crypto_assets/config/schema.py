@@ -510,6 +510,28 @@ class ModelsSection(StrictModel):
         raise KeyError(f"the experiment does not train {family_type!r}")
 
 
+class CrashBootstrapSection(StrictModel):
+    """Scenario (a) of `stress` (DESIGN.md §6.3): stationary block bootstrap of historical crash windows
+    (crypto_assets.stress.bootstrap)."""
+
+    enabled: bool = True
+
+
+class PanicSection(StrictModel):
+    """Scenario (b) of `stress` (DESIGN.md §6.3): Franke-Westerhoff herding market with a stop-loss cascade
+    (crypto_assets.stress.abm)."""
+
+    enabled: bool = True
+
+
+class StressSection(StrictModel):
+    """Synthetic crash stress tests: every trained strategy and baseline replayed on generated paths
+    (crypto_assets.stress, DESIGN.md §6.3)."""
+
+    crash_bootstrap: CrashBootstrapSection = CrashBootstrapSection()
+    panic: PanicSection = PanicSection()
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: the root of the YAML file."""
 
@@ -525,6 +547,8 @@ class ExperimentConfig(StrictModel):
     """Their lookbacks (durations) and volatility target."""
     constraints: ConstraintsSection = ConstraintsSection()
     models: ModelsSection = Field(default_factory=ModelsSection)  # a factory: its defaults consult the registry
+    stress: StressSection = StressSection()
+    """Crash stress tests of every strategy (scenarios, seeds, paths, the drawdown check's tolerance)."""
 
     @field_validator("costs", "baseline_settings")
     @classmethod

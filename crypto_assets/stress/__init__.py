@@ -1,0 +1,8 @@
+"""Synthetic crash stress tests (DESIGN.md §6.3): generated OHLCV paths on which every trained strategy and
+baseline is replayed through the backtest engine at the experiment's capital and costs.
+
+- `crypto_assets.stress.paths`: `StressPath`, what every scenario generator returns.
+- `crypto_assets.stress.bootstrap`: (a) stationary block bootstrap of historical crash windows.
+- `crypto_assets.stress.abm`: (b) an agent-based panic market (Franke & Westerhoff 2012 + stop-loss cascade).
+- `crypto_assets.stress.replay`: strategies replayed on paths, and the per strategy × scenario results.
+"""
