@@ -53,8 +53,9 @@ def _validate_config(args: argparse.Namespace) -> int:
     return 0
 
 
-STAGES = ("data", "folds", "reports", "live")
+STAGES = ("data", "folds", "reports", "stress", "live")
 LIVE_JOB = "live"  # = orchestration.definitions.LIVE_JOB, the live fold (DESIGN.md §6.2), when the experiment has one
+STRESS_JOB = "stress"  # = orchestration.definitions.STRESS_JOB (DESIGN.md §6.3), when a stress scenario is enabled
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 CANCEL_WAIT_S = 120.0  # how long Ctrl-C waits for the canceled run to stop (a step finishes its current call)
 
@@ -64,8 +65,9 @@ class UsageError(Exception):
 
 
 def _stages(args: argparse.Namespace, *, data_only: str | None, jobs: set[str]) -> list[str]:
-    """The stages to run, in graph order: `--only` if given, else data + folds + reports (data + folds
-    with `--folds`: the KPI tables need every fold); a data-only experiment has only `data`."""
+    """The stages to run, in graph order: `--only` if given, else data + folds + reports + stress (stress when the
+    experiment has the job; data + folds with `--folds`: the KPI tables need every fold); a data-only experiment
+    has only `data`."""
     if args.only:
         chosen = {stage.strip() for value in args.only for stage in value.split(",") if stage.strip()}
         unknown = sorted(chosen - set(STAGES))
@@ -73,13 +75,19 @@ def _stages(args: argparse.Namespace, *, data_only: str | None, jobs: set[str]) 
             raise UsageError(f"--only: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     else:
         chosen = {"data", "folds"} if args.folds else {"data", "folds", "reports"}
-    if data_only and chosen & {"folds", "reports"}:
+        if not args.folds and STRESS_JOB in jobs:
+            chosen.add("stress")
+    if data_only and chosen & {"folds", "reports", "stress"}:
         if args.only or args.folds:
             raise UsageError(f"this experiment has no folds and no reports ({data_only}); run --only data")
         chosen = {"data"}
     if "live" in chosen and LIVE_JOB not in jobs:
         raise UsageError(
             f"--only live: this experiment's definitions have no `{LIVE_JOB}` job (jobs: {', '.join(sorted(jobs))})"
+        )
+    if "stress" in chosen and STRESS_JOB not in jobs:
+        raise UsageError(
+            f"--only stress: this experiment's definitions have no `{STRESS_JOB}` job (every stress scenario is off)"
         )
     if args.folds and "folds" not in chosen:
         raise UsageError("--folds selects fold runs: add `folds` to --only")
@@ -141,6 +149,8 @@ def _plan(
         ]
     if "reports" in stages:
         plan.append(RunRequest(REPORTS_JOB, "walk-forward equity, kpis, regime_kpis, trials"))
+    if "stress" in stages:
+        plan.append(RunRequest(STRESS_JOB, "stress_paths, stress_results, stress_kpis (every stored fold strategy)"))
     if "live" in stages:
         live = defs.resolve_job_def(LIVE_JOB).partitions_def
         key = live.get_last_partition_key() if live is not None else None
@@ -366,7 +376,7 @@ then print the bars summary and the KPI tables. Runs are launched like the UI la
 code location `crypto_assets` (workspace.yaml, module crypto_assets.definitions with CRYPTO_ASSETS_CONFIG set
 to FILE) on the instance's run launcher, so `make ui` lists them on its Jobs page and Overview timeline. One
 run per partitions definition, one after the other: `ingest` (every month in one run), `folds` (one per
-fold), `reports`. Each run's steps are shown as they start and finish; the first failure stops the
+fold), `reports`, `stress` (when a stress scenario is on). Each run's steps are shown as they start and finish; the first failure stops the
 command with each failed step's error chain (exit 1). Ctrl-C cancels the run in flight (it ends CANCELED)
 and exits 130. An experiment shorter than one fold is data-only: it ingests, validates and prints the bars.
 """
@@ -382,6 +392,7 @@ examples:
                                                                     re-backtest every fold with the stored
                                                                     models (e.g. after changing costs)
   crypto-lab run --config configs/demo.yaml --only reports          recompute the tables from stored folds
+  crypto-lab run --config configs/demo.yaml --only stress           stress paths and replays of the stored folds
   crypto-lab run --config configs/demo.yaml --log-level WARNING     quieter console
 
 exit codes: 0 done, 1 a run failed, 2 bad option or config (or data that differs from what the experiment
@@ -414,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "run only these stages, in graph order, repeatable or comma-separated: data (ingest + validate "
             "every month in one run), folds (one run per fold), reports (walk-forward equity and the KPI, "
-            f"regime and trial tables from the stored folds), live (the `{LIVE_JOB}` job's newest month, when "
-            "the experiment defines it; never part of the default). Default: data,folds,reports "
+            "regime and trial tables from the stored folds), stress (stress paths and every stored fold strategy "
+            f"replayed on them, when a scenario is on), live (the `{LIVE_JOB}` job's newest month, when "
+            "the experiment defines it; never part of the default). Default: data,folds,reports,stress "
             "(data,folds with --folds)"
         ),
     )

@@ -180,7 +180,10 @@ def test_folds_select_exactly_those_fold_runs_and_every_run_is_launched(
         (["--folds", "2024-05-01"], "--folds: 2024-05-01 is not a fold of this experiment; its 2 folds"),
         (["--folds", "2024-02-01", "--only", "data"], "--folds selects fold runs: add `folds` to --only"),
         (["--skip-training", "--only", "reports"], "--skip-training applies to fold runs"),
-        (["--only", "data,backtests"], "--only: unknown stage(s) backtests; choose from data, folds, reports, live"),
+        (
+            ["--only", "data,backtests"],
+            "--only: unknown stage(s) backtests; choose from data, folds, reports, stress, live",
+        ),
     ],
 )
 def test_bad_options_exit_2_before_any_run(

@@ -510,26 +510,173 @@ class ModelsSection(StrictModel):
         raise KeyError(f"the experiment does not train {family_type!r}")
 
 
+class CrashWindow(StrictModel):
+    """One historical crash window in whole UTC days: the bars whose open time is in
+    [`start` 00:00, `end` + 1 day 00:00)."""
+
+    start: CalendarDate
+    end: CalendarDate
+    """Last day of the window (inclusive)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CrashWindow:
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) must not be before start ({self.start})")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.start}..{self.end}"
+
+
 class CrashBootstrapSection(StrictModel):
     """Scenario (a) of `stress` (DESIGN.md §6.3): stationary block bootstrap of historical crash windows
-    (crypto_assets.stress.bootstrap)."""
+    (crypto_assets.stress.bootstrap). Each path is `calm_length` of a calm bullish stretch, then
+    `crash_length` resampled from one crash window (paths take the windows in turn)."""
 
     enabled: bool = True
+    windows: Annotated[list[CrashWindow], Field(min_length=1, max_length=20)] = [
+        CrashWindow(start=dt.date(2021, 5, 5), end=dt.date(2021, 5, 25)),  # May 2021: China mining ban, -50% BTC
+        CrashWindow(start=dt.date(2022, 11, 5), end=dt.date(2022, 11, 22)),  # FTX collapse
+    ]
+    """Crash windows resampled from the experiment's own bars. Windows entirely outside the bars are skipped; when
+    none is inside (the synthetic demo), the `fallback_windows` worst drawdown windows stand in."""
+    calm_length: Duration = "7d"
+    """The calm stretch before the crash: bull first, so strategies meet a switch from bull to bear."""
+    crash_length: Duration = "14d"
+    """The resampled crash after the calm stretch (may be longer than a window: the bootstrap draws on)."""
+    calm_resample: bool = True
+    """True: the calm stretch is itself a stationary bootstrap of the calmest bullish window (every path gets
+    another one); False: a plain copy of that window (every path starts the same)."""
+    min_block: Duration = "6h"
+    """Floor of the mean block length (rounded up to whole bars, at least 1): the data-driven estimate can be
+    ~1 bar for nearly uncorrelated returns, which would shred the hours-long liquidation cascades."""
+    fallback_windows: Annotated[int, Field(ge=1, le=20)] = 2
+    """k: how many of the experiment's worst drawdown windows (equal-weight index, non-overlapping, as long as
+    the longest configured window) stand in when no configured window lies inside the bars."""
+    min_coverage: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """A symbol takes part in a window when it has bars on at least this fraction of the window's grid (else it
+    gets no rows on that window's paths); a window inside the bars where no symbol does, or whose bars common to
+    its symbols fall below it, is an error (a partly covered window would silently be a different crash)."""
 
 
 class PanicSection(StrictModel):
     """Scenario (b) of `stress` (DESIGN.md §6.3): Franke-Westerhoff herding market with a stop-loss cascade
-    (crypto_assets.stress.abm)."""
+    (crypto_assets.stress.abm).
+
+    The behavioural parameters are the published estimates of Franke & Westerhoff (2012, "Structural
+    stochastic volatility in asset pricing dynamics: estimation and model contest", JEDC 36(8), 1193-1211),
+    model DCA-HPM (discrete choice, herding + predisposition + misalignment), estimated on daily S&P 500
+    returns by the method of simulated moments; μ and β are the values they fix, not estimate. The model runs
+    in model units (log price, one step = one day) and is mapped onto each symbol's own daily volatility."""
 
     enabled: bool = True
+    horizon: Duration = "90d"
+    """Length of every path (from the bar after the experiment's last bar)."""
+    # --- Franke & Westerhoff (2012), DCA-HPM estimates (their Table of estimates; μ, β fixed there) ---
+    phi: Annotated[float, Field(ge=0, le=10)] = 0.12
+    """φ: fundamentalists' demand per unit of log misalignment, d_f = φ(p* − p) + ε_f."""
+    chi: Annotated[float, Field(ge=0, le=10)] = 1.50
+    """χ: chartists' demand per unit of the last day's log price change, d_c = χ(p_t − p_{t−1}) + ε_c."""
+    sigma_f: Annotated[float, Field(ge=0, le=100)] = 0.758
+    """σ_f: std of the fundamentalists' demand noise ε_f."""
+    sigma_c: Annotated[float, Field(ge=0, le=100)] = 2.087
+    """σ_c: std of the chartists' demand noise ε_c (σ_c > σ_f: chartist-dominated spells are the volatile ones,
+    FW's 'structural stochastic volatility')."""
+    alpha_0: Annotated[float, Field(ge=-100, le=100)] = -0.327
+    """α_0: predisposition (a negative value is a bias towards chartism)."""
+    alpha_n: Annotated[float, Field(ge=-100, le=100)] = 1.79
+    """α_n: herding, weight of the majority index n_f − n_c in the attractiveness of fundamentalism."""
+    alpha_p: Annotated[float, Field(ge=-1000, le=1000)] = 18.43
+    """α_p: misalignment, weight of (p − p*)²: far from the fundamental value, fundamentalism attracts."""
+    beta: Annotated[float, Field(gt=0, le=100)] = 1.0
+    """β: intensity of choice of the logit switching n_f = 1 / (1 + exp(−β a)) (fixed to 1 by FW)."""
+    mu: Annotated[float, Field(gt=0, le=1)] = 0.01
+    """μ: market maker's price reaction to excess demand, p_{t+1} = p_t + μ(n_f d_f + n_c d_c) (fixed by FW)."""
+    # --- sub-stepping, calibration to the experiment's bars ---
+    substeps_per_bar: Annotated[int, Field(ge=1, le=64)] = 4
+    """Model sub-steps inside one bar (their path gives the bar's high and low). A model day has
+    bars_per_day × substeps_per_bar sub-steps k; drift terms are scaled by 1/k and the noise by √(1/k), so a
+    day of sub-steps has FW's daily conditional mean and variance (an Euler scheme of the daily map)."""
+    burn_in_days: Annotated[int, Field(ge=0, le=10_000)] = 250
+    """Model days simulated and dropped before each path, so it starts from a draw of the stationary regime mix
+    instead of FW's arbitrary initial state."""
+    vol_multiplier: Annotated[float, Field(gt=0, le=10)] = 1.0
+    """Each symbol's daily log-return volatility = this × its realised daily volatility in the experiment's bars
+    (the model's unit is scaled to it, so per-symbol vol ratios are the real ones)."""
+    # --- stop-loss / liquidation cascade ---
+    stop_book_fraction: Annotated[float, Field(ge=0, le=20)] = 1.0
+    """Size of each symbol's book of resting sell stops, as a fraction of its daily volume (0 = no stops).
+    Crypto liquidation days reach this order: 19 May 2021 saw ~$8-9bn of futures liquidations."""
+    stop_levels: Annotated[int, Field(ge=1, le=200)] = 20
+    """The book is split equally over this many levels, evenly spaced in log distance below the trailing high."""
+    stop_min_distance: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    """Log distance below the trailing high of the nearest level."""
+    stop_max_distance: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    """Log distance below the trailing high of the farthest level."""
+    stop_trail_days: Annotated[float, Field(gt=0, le=365)] = 7.0
+    """Time constant (days) at which the trailing high decays towards the price after a fall; a fired level is
+    placed again (the book refills) once the price is stop_min_distance above where it now sits."""
+    stop_impact_y: Annotated[float, Field(ge=0, le=10)] = 1.0
+    """Y of the square-root law Δlog p = −Y σ √(Q/V) of a fired level of size Q (σ the prevailing daily vol, V the
+    daily volume); Y is of order 1 (Tóth et al. 2011, Phys. Rev. X 1, 021006; Bouchaud 2010)."""
+    stop_permanent_share: Annotated[float, Field(ge=0, le=1)] = 2 / 3
+    """Share of a stop jump that is permanent (it moves the fundamental value too); the rest rebounds. About 2/3 of
+    a metaorder's peak impact stays (Moro et al. 2009, Phys. Rev. E 80, 066102; Bouchaud, Farmer & Lillo 2009)."""
+    stop_rebound_days: Annotated[float, Field(gt=0, le=365)] = 1.0
+    """Half-life (days) of the transient share of stop impact (liquidity refills, dip buyers)."""
+    # --- liquidity (per-bar engine cost multipliers) and the high-vol bear label ---
+    liquidity_halflife: Duration = "1d"
+    """Half-life of the EWMAs of realised variance and fired stop volume behind the multipliers."""
+    depth_k: Annotated[float, Field(ge=0, le=100)] = 5.0
+    """impact_mult = 1 + depth_k × EWMA(fired stop volume / normal bar volume): stops eat the book's depth."""
+    max_multiplier: Annotated[float, Field(ge=1, le=1000)] = 20.0
+    """Cap of spread_mult and impact_mult. spread_mult = realised / normal volatility (≥ 1): spreads scale with
+    volatility (Wyart, Bouchaud et al. 2008, Quant. Finance 8(1))."""
+    bear_drawdown: Annotated[float, Field(gt=0, lt=1)] = 0.10
+    """high_vol_bear: the equal-weight market's drawdown from its running high exceeds this ..."""
+    bear_vol_window: Duration = "1d"
+    """... and its realised volatility over this trailing window is above the path's median."""
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> PanicSection:
+        if self.stop_min_distance >= self.stop_max_distance:
+            raise ValueError(
+                f"stop_min_distance ({self.stop_min_distance}) must be below stop_max_distance ({self.stop_max_distance})"
+            )
+        return self
 
 
 class StressSection(StrictModel):
     """Synthetic crash stress tests: every trained strategy and baseline replayed on generated paths
     (crypto_assets.stress, DESIGN.md §6.3)."""
 
+    enabled: bool = False
+    """Whether the experiment has the `stress` job (and `crypto-lab run` its stress stage, after the reports). Off
+    unless asked for: every trained strategy of every fold replayed on every path takes minutes on a real
+    experiment."""
     crash_bootstrap: CrashBootstrapSection = CrashBootstrapSection()
     panic: PanicSection = PanicSection()
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=2**32 - 1)]], Field(min_length=1, max_length=100)] = [0, 1, 2]
+    """Path seeds per scenario; each generator stream is derived from (experiment seed, scenario, this seed), so the
+    same seeds give the same paths and a seed added later leaves the others unchanged."""
+    paths_per_seed: Annotated[int, Field(ge=1, le=1000)] = 4
+    """Paths generated per scenario and seed (default: 3 seeds × 4 = 12 paths per scenario)."""
+    tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """The `stress_kpis` check warns when a strategy's P(MaxDD > constraints.max_drawdown) over a scenario's paths
+    (and, for trained families, over the replayed folds) exceeds this."""
+    folds: Literal["all", "last"] | Annotated[list[CalendarDate], Field(min_length=1)] = "all"
+    """Whose trained strategies are replayed: `all` folds' artifacts, the `last` fold's only (the most recent
+    models), or a list of fold keys (first day of a test window, e.g. `[2024-05-01]`). Baselines are rules and
+    replay once per path."""
+
+    @property
+    def enabled_scenarios(self) -> list[str]:
+        """The scenario sections switched on, in config order (also the generators' registry names); none when
+        stress is off."""
+        if not self.enabled:
+            return []
+        return [name for name in ("crash_bootstrap", "panic") if getattr(self, name).enabled]
 
 
 class ExperimentConfig(StrictModel):

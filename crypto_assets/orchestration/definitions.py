@@ -15,6 +15,7 @@ from crypto_assets.orchestration.assets.folds import build_fold_assets
 from crypto_assets.orchestration.assets.ingestion import build_ingestion_assets
 from crypto_assets.orchestration.assets.live import build_live_assets
 from crypto_assets.orchestration.assets.reports import build_report_assets
+from crypto_assets.orchestration.assets.stress import build_stress_assets
 from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
 from crypto_assets.orchestration.resources import DataSourceResource, TorchDeviceResource, WarehouseResource
@@ -25,12 +26,15 @@ INGEST_JOB = "ingest"
 FOLDS_JOB = "folds"
 REPORTS_JOB = "reports"
 LIVE_JOB = "live"
+STRESS_JOB = "stress"
 
 
 def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     """Three jobs, one per partitions definition (the CLI cannot mix them in one selection):
     `ingest` (monthly data: raw_ohlcv → bars → features), `folds` (per fold: datasets, baselines,
-    trained models, ensemble, backtests) and `reports` (unpartitioned: walk-forward equity, KPI tables, trials).
+    trained models, ensemble, backtests) and `reports` (unpartitioned: walk-forward equity, KPI tables, trials);
+    `live` when the experiment has a live fold, and `stress` (unpartitioned, after the folds: stress paths and every
+    stored strategy replayed on them) when `stress.enabled` and a scenario is on.
 
     A data-only experiment (a fixed span shorter than one fold) gets only `ingest` and its monthly assets:
     the note saying so is in the job's description and the definitions' metadata (`data_only`)."""
@@ -55,11 +59,14 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         # No fold can ever exist: keep the monthly data assets (raw_ohlcv, bars, features), drop the rest.
         research = [asset for asset in research if asset.partitions_def == months]
         live = []
+    # Unpartitioned like the reports, but their own job: they read the stored fold artifacts, after the folds.
+    stress = [] if data_only else build_stress_assets(experiment)
     by_partitions: dict[str, list[dg.AssetsDefinition]] = {
         INGEST_JOB: [],
         FOLDS_JOB: [],
         REPORTS_JOB: [],
         LIVE_JOB: live,
+        STRESS_JOB: stress,
     }
     for asset in [*ingestion, *research]:
         if asset.partitions_def == months:
@@ -74,12 +81,19 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         FOLDS_JOB: "One walk-forward fold: dataset, strategy weights, backtests.",
         REPORTS_JOB: "Stitched walk-forward equity and the KPI, regime and trial tables over all folds.",
         LIVE_JOB: "The live fold of a month: every family trained on the train_months before it, its decisions in it.",
+        STRESS_JOB: "Stress paths per scenario × seed and every stored fold strategy and baseline replayed on them.",
     }
     jobs = [
         dg.define_asset_job(
             name,
             selection=dg.AssetSelection.assets(*assets),
-            partitions_def={INGEST_JOB: months, FOLDS_JOB: folds, REPORTS_JOB: None, LIVE_JOB: months}[name],
+            partitions_def={
+                INGEST_JOB: months,
+                FOLDS_JOB: folds,
+                REPORTS_JOB: None,
+                LIVE_JOB: months,
+                STRESS_JOB: None,
+            }[name],
             description=descriptions[name],
             # One process per run, not per step: a step process re-imports the code location (~2 s here, more
             # with torch / SB3 loaded), the jobs' steps mostly run one after the other anyway (ingest is a
@@ -90,7 +104,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         if assets or name == INGEST_JOB
     ]
     return dg.Definitions(
-        assets=[*ingestion, *research, *live],
+        assets=[*ingestion, *research, *live, *stress],
         jobs=jobs,
         schedules=[build_ingest_schedule(experiment, jobs[0])],
         metadata={"data_only": note} if note else None,

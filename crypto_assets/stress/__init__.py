@@ -6,3 +6,33 @@ baseline is replayed through the backtest engine at the experiment's capital and
 - `crypto_assets.stress.abm`: (b) an agent-based panic market (Franke & Westerhoff 2012 + stop-loss cascade).
 - `crypto_assets.stress.replay`: strategies replayed on paths, and the per strategy × scenario results.
 """
+
+from crypto_assets.stress.paths import StressPath
+from crypto_assets.stress.replay import (
+    SCENARIOS,
+    Strategy,
+    aggregate,
+    artifact_strategy,
+    baseline_strategy,
+    generate_paths,
+    paths_from_table,
+    paths_table,
+    replay_paths,
+    scenario_generator,
+    splice,
+)
+
+__all__ = [
+    "SCENARIOS",
+    "Strategy",
+    "StressPath",
+    "aggregate",
+    "artifact_strategy",
+    "baseline_strategy",
+    "generate_paths",
+    "paths_from_table",
+    "paths_table",
+    "replay_paths",
+    "scenario_generator",
+    "splice",
+]
