@@ -57,7 +57,7 @@ STAGES = ("data", "folds", "reports", "stress", "live")
 LIVE_JOB = "live"  # = orchestration.definitions.LIVE_JOB, the live fold (DESIGN.md §6.2), when the experiment has one
 STRESS_JOB = "stress"  # = orchestration.definitions.STRESS_JOB (DESIGN.md §6.3), when a stress scenario is enabled
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
-CANCEL_WAIT_S = 120.0  # how long Ctrl-C waits for the canceled run to stop (a step finishes its current call)
+CANCEL_WAIT_S = 120.0  # default wait for a canceled run to stop by itself (CRYPTO_LAB_CANCEL_WAIT_S overrides)
 
 
 class UsageError(Exception):
@@ -192,36 +192,50 @@ def _launch_all(plan: list[RunRequest], log_level: str) -> int:
     import dagster as dg
     from dagster._core.utils import make_new_run_id
 
-    from crypto_assets.orchestration.launcher import code_server, launch, watch
+    from crypto_assets.orchestration.launcher import code_server, launch, mark_canceled, watch
 
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     server_level = "WARNING" if log_level == "INFO" else log_level  # its INFO lines are start / stop chatter
     previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a `kill` cancels like Ctrl-C
     run_id: str | None = None
+    unstopped: str | None = None  # a canceled run still busy when the wait ran out
     try:
-        with dg.DagsterInstance.get() as instance, code_server(instance, server_level) as workspace:
-            try:
-                for step, request in enumerate(plan, 1):
-                    t0 = time.perf_counter()
-                    print(f"[{step}/{len(plan)}] {request.label}", flush=True)
-                    run_id = make_new_run_id()  # known before the run exists, so a Ctrl-C mid-launch cancels it
-                    run = launch(instance, workspace, request, run_config, run_id=run_id)
-                    progress = _Progress(f"[{step}/{len(plan)}]")
-                    run = watch(instance, run.run_id, progress)
-                    ok = run.status == dg.DagsterRunStatus.SUCCESS
-                    print(
-                        f"[{step}/{len(plan)}] {request.label}: {'ok' if ok else run.status.value} "
-                        f"({time.perf_counter() - t0:.1f} s, run {run.run_id[:8]})",
-                        flush=True,
-                    )
-                    if not ok:
+        with dg.DagsterInstance.get() as instance:
+            with code_server(instance, server_level) as workspace:
+                try:
+                    for step, request in enumerate(plan, 1):
+                        t0 = time.perf_counter()
+                        print(f"[{step}/{len(plan)}] {request.label}", flush=True)
+                        run_id = make_new_run_id()  # known before the run exists, so a Ctrl-C mid-launch cancels it
+                        run = launch(instance, workspace, request, run_config, run_id=run_id)
+                        progress = _Progress(f"[{step}/{len(plan)}]")
+                        run = watch(instance, run.run_id, progress)
+                        ok = run.status == dg.DagsterRunStatus.SUCCESS
                         print(
-                            "\n".join(failure_messages(progress.events)) or f"run {run.run_id} {run.status.value}",
-                            file=sys.stderr,
+                            f"[{step}/{len(plan)}] {request.label}: {'ok' if ok else run.status.value} "
+                            f"({time.perf_counter() - t0:.1f} s, run {run.run_id[:8]})",
+                            flush=True,
                         )
-                        return 1
-            except KeyboardInterrupt:
-                return _cancel(instance, run_id)
+                        if not ok:
+                            print(
+                                "\n".join(failure_messages(progress.events)) or f"run {run.run_id} {run.status.value}",
+                                file=sys.stderr,
+                            )
+                            return 1
+                except KeyboardInterrupt:
+                    unstopped = _cancel(instance, run_id)
+                    if unstopped is None:
+                        return INTERRUPTED
+            # The code server is gone and its process group with it, so the worker of a run that ignored the
+            # cancel is stopped too: record that.
+            if unstopped is not None:
+                mark_canceled(
+                    instance, unstopped, f"worker killed by crypto-lab after {cancel_wait_s():g} s of canceling"
+                )
+                print(
+                    f"run {unstopped}: CANCELED (its worker was killed: the step ignored the cancel)", file=sys.stderr
+                )
+                return INTERRUPTED
     except KeyboardInterrupt:  # while the code server started or stopped: nothing of ours is running
         print("\ninterrupted", file=sys.stderr)
         return INTERRUPTED
@@ -230,24 +244,29 @@ def _launch_all(plan: list[RunRequest], log_level: str) -> int:
     return 0
 
 
-def _cancel(instance: DagsterInstance, run_id: str | None) -> int:
-    """Cancel the run in flight and wait (bounded) until it has stopped; a second Ctrl-C stops waiting."""
+def cancel_wait_s() -> float:
+    """How long Ctrl-C waits for a canceled run to stop by itself: a step sees the cancel only when it next
+    reports an event, so a long training step may not stop at all (its worker is then killed)."""
+    return float(os.environ.get("CRYPTO_LAB_CANCEL_WAIT_S", CANCEL_WAIT_S))
+
+
+def _cancel(instance: DagsterInstance, run_id: str | None) -> str | None:
+    """Cancel the run in flight and wait (bounded) until it has stopped; a second Ctrl-C stops waiting.
+    Returns the run's id when it is still running then (the caller kills its worker), else None."""
     from crypto_assets.orchestration.launcher import terminate, watch
 
     if run_id is None:
         print("\ninterrupted before a run started", file=sys.stderr)
-        return INTERRUPTED
+        return None
     print(f"\ninterrupted: canceling run {run_id} (Ctrl-C again to stop waiting)", file=sys.stderr, flush=True)
     try:
         terminate(instance, run_id)
-        run = watch(instance, run_id, lambda _: None, timeout_s=CANCEL_WAIT_S)
-        print(f"run {run_id}: {run.status.value}", file=sys.stderr)
+        run = watch(instance, run_id, lambda _: None, timeout_s=cancel_wait_s())
     except KeyboardInterrupt:
-        print(
-            f"stopped waiting; run {run_id} may still be canceling (see `crypto-lab dagster -- run list`)",
-            file=sys.stderr,
-        )
-    return INTERRUPTED
+        print(f"stopped waiting; killing run {run_id}'s worker", file=sys.stderr)
+        return run_id
+    print(f"run {run_id}: {run.status.value}", file=sys.stderr)
+    return None if run.is_finished else run_id
 
 
 class _Progress:
@@ -377,8 +396,8 @@ code location `crypto_assets` (workspace.yaml, module crypto_assets.definitions 
 to FILE) on the instance's run launcher, so `make ui` lists them on its Jobs page and Overview timeline. One
 run per partitions definition, one after the other: `ingest` (every month in one run), `folds` (one per
 fold), `reports`, `stress` (when a stress scenario is on). Each run's steps are shown as they start and finish; the first failure stops the
-command with each failed step's error chain (exit 1). Ctrl-C cancels the run in flight (it ends CANCELED)
-and exits 130. An experiment shorter than one fold is data-only: it ingests, validates and prints the bars.
+command with each failed step's error chain (exit 1). Ctrl-C cancels the run in flight (it ends CANCELED;
+a step still busy after CRYPTO_LAB_CANCEL_WAIT_S seconds, default 120, has its worker killed) and exits 130. An experiment shorter than one fold is data-only: it ingests, validates and prints the bars.
 """
 
 RUN_EPILOG = """\

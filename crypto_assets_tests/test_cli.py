@@ -243,6 +243,9 @@ def test_ctrl_c_cancels_the_launched_run_and_exits_non_zero(tmp_path: Path) -> N
     path = write_config(tmp_path, "interrupted", end="2024-02-29", models=models)
     assert main(["run", "--config", str(path), "--only", "data", "--log-level", "ERROR"]) == 0
     env = {key: value for key, value in os.environ.items() if key not in ("DAGSTER_HOME", "CRYPTO_ASSETS_CONFIG")}
+    # A step sees a cancel only at its next event: whether the run stops by itself (a step boundary) or its
+    # worker, busy training, is killed after this wait, it must end CANCELED with nothing left running.
+    env["CRYPTO_LAB_CANCEL_WAIT_S"] = "5"
     command = [sys.executable, "-m", "crypto_assets.cli", "run", "--config", str(path), "--log-level", "ERROR"]
     lab = subprocess.Popen(
         [*command, "--only", "folds,reports"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -263,6 +266,24 @@ def test_ctrl_c_cancels_the_launched_run_and_exits_non_zero(tmp_path: Path) -> N
     assert "interrupted: canceling run" in err and ": CANCELED" in err
     runs = runs_of(path)
     assert [(run.job_name, run.status) for run in runs[1:]] == [("folds", dg.DagsterRunStatus.CANCELED)]
+    assert _processes_of(path) == [], "a code server or run worker outlived crypto-lab"
+
+
+def _processes_of(config: Path) -> list[int]:
+    """Live processes started for this experiment: they inherit CRYPTO_ASSETS_CONFIG from crypto-lab."""
+    marker = f"CRYPTO_ASSETS_CONFIG={config.resolve()}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if marker in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 def _step_started(instance: dg.DagsterInstance, job: str) -> bool:

@@ -16,7 +16,9 @@ unexpectedly") and the code server (which would then be gone when the cancel req
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,7 +126,10 @@ def _beat(client: object, stop: threading.Event) -> None:
 
 
 def _stop(server: subprocess.Popen[bytes], client: object) -> None:
-    """Ask the server to stop (it waits for its runs), then insist."""
+    """Ask the server to stop (it waits for its runs), then insist; then kill whatever is left of its process
+    group. The run workers are the server's children in its session: a worker busy in a long step only sees a
+    cancel at its next step boundary (Dagster checks interrupts between events), and would outlive the server
+    as an orphan training for hours."""
     if server.poll() is None:
         try:
             client.shutdown_server()  # type: ignore[attr-defined]
@@ -136,6 +141,8 @@ def _stop(server: subprocess.Popen[bytes], client: object) -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left: the usual case
+        os.killpg(server.pid, signal.SIGKILL)  # start_new_session made the server its group's leader
 
 
 def _location(request_context: WorkspaceRequestContext) -> tuple[CodeLocation, RemoteRepository]:
@@ -221,6 +228,13 @@ def watch(
         if run.is_finished or (deadline is not None and time.monotonic() > deadline):
             return run
         time.sleep(POLL_S)
+
+
+def mark_canceled(instance: dg.DagsterInstance, run_id: str, why: str) -> None:
+    """Record a run whose worker is gone (killed with the code server) but that never reported its end."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.is_finished:
+        instance.report_run_canceled(run, message=why)
 
 
 def terminate(instance: dg.DagsterInstance, run_id: str) -> None:
