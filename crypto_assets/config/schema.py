@@ -610,10 +610,11 @@ class PanicSection(StrictModel):
     Crypto liquidation days reach this order: 19 May 2021 saw ~$8-9bn of futures liquidations."""
     stop_levels: Annotated[int, Field(ge=1, le=200)] = 20
     """The book is split equally over this many levels, evenly spaced in log distance below the trailing high."""
-    stop_min_distance: Annotated[float, Field(gt=0, lt=1)] = 0.02
-    """Log distance below the trailing high of the nearest level."""
-    stop_max_distance: Annotated[float, Field(gt=0, lt=1)] = 0.25
-    """Log distance below the trailing high of the farthest level."""
+    stop_min_distance: Annotated[float, Field(gt=0, le=100)] = 0.5
+    """Log distance below the trailing high of the nearest level, in the symbol's daily volatilities (of the FW
+    part; stops set by volatility, like ATR stops): 0.5 is about 1.5 % for BTC, 3 % for SOL."""
+    stop_max_distance: Annotated[float, Field(gt=0, le=100)] = 7.5
+    """... and of the farthest level (about 25 % below the high for BTC)."""
     stop_trail_days: Annotated[float, Field(gt=0, le=365)] = 7.0
     """Time constant (days) at which the trailing high decays towards the price after a fall; a fired level is
     placed again (the book refills) once the price is stop_min_distance above where it now sits."""
