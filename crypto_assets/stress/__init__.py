@@ -29,10 +29,19 @@ __all__ = [
     "aggregate",
     "artifact_strategy",
     "baseline_strategy",
+    "crash_bootstrap",
     "generate_paths",
+    "panic_market",
     "paths_from_table",
     "paths_table",
     "replay_paths",
     "scenario_generator",
     "splice",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The scenario generators, imported on first use (arch and scipy load only when a scenario runs)."""
+    if name in ("crash_bootstrap", "panic_market"):
+        return scenario_generator({"crash_bootstrap": "crash_bootstrap", "panic_market": "panic"}[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

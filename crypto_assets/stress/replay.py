@@ -491,11 +491,24 @@ def aggregate(results: pl.DataFrame, *, max_drawdown_limit: float, tolerance: fl
             (dd > max_drawdown_limit).cast(pl.Float64).mean().alias("p_breach"),
             # NaN (no high-vol-bear bar on that path) is left out of the mean, not counted as zero exposure
             pl.col("exposure_high_vol_bear").fill_nan(None).mean(),
-            pl.col("note").filter(pl.col("note") != "").unique(maintain_order=True).str.join("; ").alias("note"),
         )
         .with_columns(passes=pl.col("p_breach") <= tolerance)
+        .join(_scenario_notes(results), on="scenario", how="left")
+        .with_columns(pl.col("note").fill_null(""))
         .select(KPI_COLUMNS)
         .sort(["scenario", "p_breach", "strategy"], descending=[False, True, False])
+    )
+
+
+def _scenario_notes(results: pl.DataFrame) -> pl.DataFrame:
+    """`scenario, note`: the paths' notes share most of their parts ("; "-separated): each distinct part once."""
+    return (
+        results.select("scenario", pl.col("note").str.split("; "))
+        .explode("note")
+        .filter(pl.col("note") != "")
+        .unique(maintain_order=True)
+        .group_by("scenario", maintain_order=True)
+        .agg(pl.col("note").str.join("; "))
     )
 
 
@@ -513,26 +526,32 @@ def stress_chart_png(results: pl.DataFrame, max_drawdown_limit: float, title: st
     import matplotlib.pyplot as plt
 
     scenarios = sorted(results["scenario"].unique().to_list()) or [""]
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.5 * len(scenarios), 4.5), squeeze=False, sharey=True)
+    # One strategy order (overall median MaxDD, worst on top) for every panel: the panels share their y axis.
+    order = (
+        results.group_by("strategy").agg(pl.col("max_drawdown").median().alias("m")).sort("m", "strategy")["strategy"]
+    ).to_list()
+    y = {name: i for i, name in enumerate(order)}
+    fig, axes = plt.subplots(
+        1, len(scenarios), figsize=(4.5 * len(scenarios), 1.5 + 0.35 * len(order)), squeeze=False, sharey=True
+    )
     for ax, scenario in zip(axes[0], scenarios, strict=True):
-        part = results.filter(pl.col("scenario") == scenario)
         stats = (
-            part.group_by("strategy")
+            results.filter(pl.col("scenario") == scenario)
+            .group_by("strategy")
             .agg(
                 pl.col("max_drawdown").quantile(0.05, "linear").alias("lo"),
                 pl.col("max_drawdown").median().alias("mid"),
                 pl.col("max_drawdown").quantile(0.95, "linear").alias("hi"),
             )
-            .sort("mid")
         )
-        y = np.arange(stats.height)
+        rows = np.array([y[name] for name in stats["strategy"].to_list()])
         lo, mid, hi = (stats[c].to_numpy() for c in ("lo", "mid", "hi"))
-        ax.barh(y, hi - lo, left=lo, height=0.5, color="tab:blue", alpha=0.35)
-        ax.plot(mid, y, "o", color="tab:blue")
-        ax.set_yticks(y, stats["strategy"].to_list(), fontsize=8)
+        ax.barh(rows, hi - lo, left=lo, height=0.5, color="tab:blue", alpha=0.35)
+        ax.plot(mid, rows, "o", color="tab:blue")
         ax.axvline(max_drawdown_limit, color="tab:red", linestyle="--", linewidth=1, label="limit")
         ax.set_xlabel("max drawdown (5th-95th pct, median)")
         ax.set_title(scenario, fontsize=10)
+    axes[0][0].set_yticks(range(len(order)), order, fontsize=8)
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
