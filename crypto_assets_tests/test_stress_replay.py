@@ -241,3 +241,16 @@ def test_paths_table_round_trip_and_baselines_and_votes() -> None:
     assert got["buy_and_hold_btc"]["max_drawdown"] > 0.3  # rides the crash
     assert 0 <= got["half"]["exposure_high_vol_bear"] <= got["buy_and_hold_btc"]["exposure_high_vol_bear"] + 1e-9
     assert run.replays == 3 and run.replays_per_s > 0
+
+
+def test_registry_resolves_the_real_generators() -> None:
+    from crypto_assets.stress.abm import panic_market
+    from crypto_assets.stress.bootstrap import crash_bootstrap
+    from crypto_assets.stress.replay import SCENARIOS, scenario_generator
+
+    assert scenario_generator("crash_bootstrap") is crash_bootstrap
+    assert scenario_generator("panic") is panic_market
+    # every scenario section of the config has a generator, and only those
+    assert set(SCENARIOS) == {"crash_bootstrap", "panic"} == set(StressSection(enabled=True).enabled_scenarios)
+    with pytest.raises(KeyError, match="unknown stress scenario"):
+        scenario_generator("meteor")
