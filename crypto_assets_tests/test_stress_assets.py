@@ -118,7 +118,10 @@ def test_stress_folds_and_history(tmp_path: Path) -> None:
 
 
 def test_crypto_lab_run_plans_the_stress_stage_after_the_reports(tmp_path: Path) -> None:
+    from crypto_assets import cli
     from crypto_assets.cli import UsageError, _plan, build_parser
+
+    assert cli.STRESS_JOB == STRESS_JOB  # cli keeps its own copy: `validate-config` imports no dagster
 
     def plan(*options: str, **stress: object) -> list[str]:
         path = write_config(tmp_path, **stress)
