@@ -370,8 +370,10 @@ def fit_artifact(
 
 
 def order_rows(weights: pl.DataFrame) -> pl.DataFrame:
-    """Only the rows that are orders (`symbol, ts, weight`): a null weight (between rebalances) is none."""
-    return weights.filter(pl.col("weight").is_not_null()).select("symbol", "ts", "weight").sort("symbol", "ts")
+    """Only the rows that are orders (`symbol, ts, weight`; the engine's rule), sorted so a replay compares equal."""
+    from crypto_assets.evaluation.runs import order_rows as engine_orders
+
+    return engine_orders(weights).sort("symbol", "ts")
 
 
 def build_fold(
