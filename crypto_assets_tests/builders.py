@@ -21,15 +21,17 @@ ALL_ON = CostModel(
 """Every cost component on (fees, half-spread, vol slippage, impact, participation cap, funding), shorts allowed."""
 
 
-def ohlcv_frame(symbol: str, ts: pl.Series, open_: np.ndarray, close: np.ndarray, volume: np.ndarray) -> pl.DataFrame:
-    """Bars of one symbol without wicks: high / low are the larger / smaller of open and close."""
+def ohlcv_frame(
+    symbol: str, ts: pl.Series, open_: np.ndarray, close: np.ndarray, volume: np.ndarray, wick: float = 0.0
+) -> pl.DataFrame:
+    """Bars of one symbol: high / low are the larger / smaller of open and close, widened by the fraction `wick`."""
     return pl.DataFrame(
         {
             "symbol": symbol,
             "ts": ts,
             "open": open_,
-            "high": np.maximum(open_, close),
-            "low": np.minimum(open_, close),
+            "high": np.maximum(open_, close) * (1 + wick),
+            "low": np.minimum(open_, close) * (1 - wick),
             "close": close,
             "volume": volume,
         }

@@ -12,6 +12,7 @@ import pytest
 from crypto_assets.config.schema import PanicSection
 from crypto_assets.sources.base import RAW_SCHEMA
 from crypto_assets.stress.abm import calibrate, panic_market
+from crypto_assets_tests.builders import ohlcv_frame
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 DAILY_VOL = (0.03, 0.05)
@@ -30,19 +31,7 @@ def source_bars(timeframe: str = "1h", days: int = 120) -> pl.DataFrame:
     for i, (symbol, price) in enumerate((("BTC/USDT", 40_000.0), ("ETH/USDT", 2_000.0))):
         close = price * np.exp(np.cumsum(r[:, i]))
         open_ = np.concatenate([[price], close[:-1]])
-        frames.append(
-            pl.DataFrame(
-                {
-                    "symbol": symbol,
-                    "ts": ts,
-                    "open": open_,
-                    "high": np.maximum(open_, close) * 1.001,
-                    "low": np.minimum(open_, close) * 0.999,
-                    "close": close,
-                    "volume": 1000.0 / price * 40_000.0 * np.ones(n),
-                }
-            )
-        )
+        frames.append(ohlcv_frame(symbol, ts, open_, close, 1000.0 / price * 40_000.0 * np.ones(n), wick=0.001))
     return pl.concat(frames).cast(RAW_SCHEMA)  # type: ignore[arg-type]
 
 

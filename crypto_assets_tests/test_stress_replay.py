@@ -25,6 +25,7 @@ from crypto_assets.stress.replay import (
     splice,
     stress_chart_png,
 )
+from crypto_assets_tests.builders import ohlcv_frame
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 UTC = dt.UTC
@@ -44,19 +45,7 @@ def history_bars(n: int = 24 * 20, seed: int = 0) -> pl.DataFrame:
     for i, symbol in enumerate(SYMBOLS):
         close = (30000.0 / (i + 1)) * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
         open_ = np.concatenate([[close[0]], close[:-1]])
-        frames.append(
-            pl.DataFrame(
-                {
-                    "symbol": symbol,
-                    "ts": ts,
-                    "open": open_,
-                    "high": np.maximum(open_, close) * 1.001,
-                    "low": np.minimum(open_, close) * 0.999,
-                    "close": close,
-                    "volume": np.full(n, 500.0 * (i + 1)),
-                }
-            )
-        )
+        frames.append(ohlcv_frame(symbol, ts, open_, close, np.full(n, 500.0 * (i + 1)), wick=0.001))
     return pl.concat(frames)
 
 
@@ -80,19 +69,7 @@ def crash_path(bars: pl.DataFrame, timeframe: str, params: Any, *, seed: int, n_
         for i, symbol in enumerate(SYMBOLS):
             close = 1000.0 * (i + 1) * np.exp(np.cumsum(step * (1 + 0.2 * i)))
             open_ = np.concatenate([[1000.0 * (i + 1)], close[:-1]])
-            frames.append(
-                pl.DataFrame(
-                    {
-                        "symbol": symbol,
-                        "ts": ts,
-                        "open": open_,
-                        "high": np.maximum(open_, close),
-                        "low": np.minimum(open_, close),
-                        "close": close,
-                        "volume": np.full(ts.len(), 20000.0),
-                    }
-                )
-            )
+            frames.append(ohlcv_frame(symbol, ts, open_, close, np.full(ts.len(), 20000.0)))
             crash = np.arange(ts.len()) >= n_calm
             mults.append(
                 pl.DataFrame(
