@@ -408,6 +408,9 @@ class ConstraintsSection(StrictModel):
     """A strategy passes if its max drawdown (fraction) is at most this."""
     min_sharpe: Annotated[float, Field(ge=-10, le=100)] = 1.0
     """... and its annualised Sharpe is at least this."""
+    min_dsr: Annotated[float, Field(ge=0, le=1)] = 0.95
+    """... and its deflated Sharpe (over the experiment's trials registry; PSR when it holds one trial) is at
+    least this probability (DESIGN §3.4)."""
 
 
 class FamilyParams(StrictModel):

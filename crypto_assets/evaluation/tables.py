@@ -65,6 +65,9 @@ def kpi_rows(
     scope: str,
     max_drawdown_limit: float,
     min_sharpe: float,
+    min_dsr: float = 0.95,
+    n_trials: int | None = None,
+    trials_sharpe_variance: float | None = None,
 ) -> list[dict[str, object]]:
     """KPI rows, one per strategy in `per_bar` (a fold's test window or the stitched run).
 
@@ -72,9 +75,17 @@ def kpi_rows(
     final value, turnover (Σ per-bar turnover), total costs (a fraction of the capital) and their split, cost
     share (`metrics.cost_share`: the share of the pre-cost profit costs consumed, in [0, 1]), the share of fills
     the participation cap cut short (NaN without fills), exposure (mean gross exposure) and time in market,
-    probabilistic Sharpe (vs 0) and the deflated
-    Sharpe over the strategies in this scope (n_trials = their count, variance of their per-bar
-    Sharpes; NaN for one strategy), and pass / fail against the constraints."""
+    probabilistic Sharpe (vs 0) and the deflated Sharpe, and the verdict.
+
+    The deflated Sharpe's N and variance are `n_trials` / `trials_sharpe_variance` when given (the trials
+    registry's: distinct configurations ever evaluated, variance of their stitched per-bar Sharpes,
+    `evaluation.trials.deflation_inputs`); without them, the strategies of this scope (their count and the
+    variance of their per-bar Sharpes). DSR is NaN for N = 1.
+
+    `passes_constraints` (DESIGN §3.4) is judged on the stitched run only: MaxDD ≤ `max_drawdown_limit`,
+    annualised Sharpe ≥ `min_sharpe` and DSR ≥ `min_dsr`, PSR standing in for DSR when N = 1 (nothing to
+    deflate by). Per-fold rows (any other scope) report and never pass: their `passes_constraints` is null,
+    since a fold is a time period, not a selection the verdict could accept."""
     rows: list[dict[str, object]] = []
     per_bar_sharpes: dict[str, float] = {}
     for strategy, group in per_bar.sort("ts").group_by("strategy", maintain_order=True):
@@ -86,7 +97,7 @@ def kpi_rows(
         kpis = compute_kpis(r, periods_per_year, timestamps=group["ts"], trades=trades)
         per_bar_sharpes[name] = sharpe_ratio(r, 1)  # per bar (P = 1): what the deflated Sharpe compares
         costs = {f"cost_{c}": float(group[c].sum()) for c in COST_COLUMNS}
-        passed = kpis["max_drawdown"] <= max_drawdown_limit and kpis["sharpe"] >= min_sharpe
+        within = kpis["max_drawdown"] <= max_drawdown_limit and kpis["sharpe"] >= min_sharpe
         capital = math.nan
         if "value" in group.columns:  # the value before the first bar's return: where the scope started
             capital = float(group["value"][0]) / (1.0 + float(r[0]))
@@ -111,16 +122,24 @@ def kpi_rows(
                 "exposure": float(group["gross_exposure"].mean()),  # type: ignore[arg-type]
                 "time_in_market": float((group["gross_exposure"] > 1e-9).mean()),  # type: ignore[arg-type]
                 "psr": probabilistic_sharpe(r) if r.size > 2 else math.nan,
-                "passes_constraints": bool(passed),
+                "_within_limits": bool(within),
             }
         )
-    finite = [s for s in per_bar_sharpes.values() if math.isfinite(s)]
-    variance = float(np.var(finite, ddof=1)) if len(finite) > 1 else math.nan
+    if n_trials is None:
+        finite = [s for s in per_bar_sharpes.values() if math.isfinite(s)]
+        variance = float(np.var(finite, ddof=1)) if len(finite) > 1 else math.nan
+        n = len(rows)
+    else:
+        n, variance = n_trials, math.nan if trials_sharpe_variance is None else trials_sharpe_variance
     for row in rows:
         r = per_bar.filter(pl.col("strategy") == row["strategy"])["return"].to_numpy()
-        n = len(rows)
         row["dsr"] = deflated_sharpe(r, n, variance) if n > 1 and math.isfinite(variance) and r.size > 2 else math.nan
         row["n_trials"] = n
+        within = bool(row.pop("_within_limits"))
+        # With one trial there is no selection to deflate for: PSR (vs 0) is the significance test.
+        significance = float(row["psr"] if n <= 1 else row["dsr"])  # type: ignore[arg-type]
+        significant = math.isfinite(significance) and significance >= min_dsr
+        row["passes_constraints"] = (within and significant) if scope == STITCHED else None
     return rows
 
 
@@ -164,14 +183,38 @@ def kpi_table(
     *,
     max_drawdown_limit: float,
     min_sharpe: float,
+    min_dsr: float = 0.95,
+    n_trials: int | None = None,
+    trials_sharpe_variance: float | None = None,
     provenance: dict[str, object] | None = None,
 ) -> pl.DataFrame:
     """The `kpis` table: the stitched run's rows (scope `stitched`), then each fold's (scope = fold key, in
-    key order) from its whole test window, with `provenance` columns appended to every row."""
-    limits = {"max_drawdown_limit": max_drawdown_limit, "min_sharpe": min_sharpe}
-    rows = kpi_rows(walk_forward_equity, walk_forward_trades, periods_per_year, scope=STITCHED, **limits)
+    key order) from its whole test window, with `provenance` columns appended to every row.
+
+    `n_trials` / `trials_sharpe_variance` (the trials registry's) deflate the stitched rows' Sharpes, which
+    the verdict judges; per-fold rows keep the in-scope deflation (the fold's strategies), for reporting."""
+    rows = kpi_rows(
+        walk_forward_equity,
+        walk_forward_trades,
+        periods_per_year,
+        scope=STITCHED,
+        max_drawdown_limit=max_drawdown_limit,
+        min_sharpe=min_sharpe,
+        min_dsr=min_dsr,
+        n_trials=n_trials,
+        trials_sharpe_variance=trials_sharpe_variance,
+    )
     for (fold,), group in backtest.sort("fold").group_by("fold", maintain_order=True):
-        rows += kpi_rows(group, trades.filter(pl.col("fold") == fold), periods_per_year, scope=str(fold), **limits)
+        fold_trades = trades.filter(pl.col("fold") == fold)
+        rows += kpi_rows(
+            group,
+            fold_trades,
+            periods_per_year,
+            scope=str(fold),
+            max_drawdown_limit=max_drawdown_limit,
+            min_sharpe=min_sharpe,
+            min_dsr=min_dsr,
+        )
     return pl.DataFrame(rows).with_columns(**{k: pl.lit(v) for k, v in (provenance or {}).items()})
 
 

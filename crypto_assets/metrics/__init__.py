@@ -16,6 +16,7 @@ from crypto_assets.metrics.kpis import (
     sortino_ratio,
     trade_stats,
 )
+from crypto_assets.metrics.pbo import PBOResult, pbo_or_nan, probability_of_backtest_overfitting
 from crypto_assets.metrics.sharpe_inference import (
     EULER_MASCHERONI,
     deflated_sharpe,
@@ -27,6 +28,7 @@ from crypto_assets.metrics.sharpe_inference import (
 __all__ = [
     "EULER_MASCHERONI",
     "KPI_NAMES",
+    "PBOResult",
     "cagr",
     "compute_kpis",
     "cost_share",
@@ -35,7 +37,9 @@ __all__ = [
     "equity_curve",
     "expected_max_sharpe",
     "max_drawdown",
+    "pbo_or_nan",
     "probabilistic_sharpe",
+    "probability_of_backtest_overfitting",
     "sharpe_moments",
     "sharpe_ratio",
     "sortino_ratio",
