@@ -335,7 +335,7 @@ def _print_summary(config: ExperimentConfig, *, with_kpis: bool = True) -> None:
         "round(max_drawdown, 3) AS max_dd, round(cagr, 3) AS cagr, round(calmar, 2) AS calmar, round(romad, 2) AS romad, "
         "round(turnover, 1) AS turnover, round(cost_share, 3) AS cost_share, round(capped_share, 3) AS capped_share, "
         "round(exposure, 2) AS exposure, "
-        "round(psr, 3) AS psr, round(dsr, 3) AS dsr, passes_constraints AS passes "
+        "round(psr, 3) AS psr, round(dsr, 3) AS dsr, n_trials AS n, round(pbo, 2) AS pbo, passes_constraints AS passes "
         "FROM kpis WHERE scope = 'stitched' ORDER BY sharpe DESC"
     )
     folds = warehouse.query(
@@ -351,7 +351,9 @@ def _print_summary(config: ExperimentConfig, *, with_kpis: bool = True) -> None:
         print(
             f"\nstitched walk-forward KPIs at a capital of {config.experiment.capital:,.0f} (quote currency; "
             "DESIGN.md §3.3-3.4; capped_share = fills cut short by the participation cap; constraints: "
-            f"max drawdown <= {config.constraints.max_drawdown}, Sharpe >= {config.constraints.min_sharpe})"
+            f"max drawdown <= {config.constraints.max_drawdown}, Sharpe >= {config.constraints.min_sharpe}, "
+            f"DSR >= {config.constraints.min_dsr} over the n distinct configurations in the trials registry, "
+            "PSR when n = 1; pbo = probability of backtest overfitting of those trials)"
         )
         print(kpis)
         print("\nper-fold KPIs (test windows)")

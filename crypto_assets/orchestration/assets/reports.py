@@ -1,12 +1,15 @@
 """The unpartitioned reports over all folds: walk_forward_equity / walk_forward_trades, kpis, regime_kpis, trials.
 
-every strategy's weights ─► walk_forward_equity / walk_forward_trades ─► kpis, regime_kpis
+every strategy's weights ─► walk_forward_equity / walk_forward_trades ─► trials ─► kpis, regime_kpis
 backtest[every fold] ─► kpis, trials
+
+`trials` is the evaluator of the trials registry (crypto_assets.evaluation.trials, DESIGN §3.4): it appends
+this run's stitched strategies to the experiment's append-only registry and outputs the whole registry, whose
+N, Sharpe variance and PBO the `kpis` verdict uses.
 """
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 
 import base64
-import json
 
 import dagster as dg
 import polars as pl
@@ -23,6 +26,7 @@ from crypto_assets.orchestration.assets.common import (
 )
 from crypto_assets.orchestration.metadata import table_metadata
 from crypto_assets.orchestration.partitions import data_end_exclusive
+from crypto_assets.paths import experiment_root
 from crypto_assets.timeframes import periods_per_year
 
 KPI_COLUMNS = [
@@ -42,6 +46,8 @@ KPI_COLUMNS = [
     "exposure",
     "psr",
     "dsr",
+    "n_trials",
+    "pbo",
     "passes_constraints",
 ]
 """The KPI columns shown in the UI (the stored table has all of them, plus costs by kind and provenance)."""
@@ -63,8 +69,16 @@ KPI_DESCRIPTIONS = {
     "capped_share": "Share of fills the participation cap cut short; empty without fills.",
     "exposure": "Mean gross exposure (Σ|w|).",
     "psr": "Probabilistic Sharpe vs 0 (Bailey & López de Prado 2012).",
-    "dsr": "Deflated Sharpe over the strategies of this scope; empty for one strategy.",
-    "passes_constraints": "Max drawdown and Sharpe within the config's constraints (judged on `stitched`).",
+    "dsr": (
+        "Deflated Sharpe (Bailey & López de Prado 2014). Stitched: over the experiment's trials registry (every "
+        "configuration ever evaluated); per fold: over that fold's strategies. Empty for one trial."
+    ),
+    "n_trials": "N of the deflated Sharpe: distinct configurations in the trials registry (stitched rows).",
+    "pbo": "Probability of backtest overfitting (CSCV, Bailey et al. 2017) of the registry's trials; stitched rows.",
+    "passes_constraints": (
+        "Stitched rows only: max drawdown ≤ limit, Sharpe ≥ min_sharpe and DSR ≥ min_dsr (PSR when one trial "
+        "exists). Empty on fold rows: folds report, never pass."
+    ),
 }
 REGIME_COLUMNS = [
     "strategy",
@@ -155,6 +169,7 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
             "walk_forward_equity": dg.AssetIn(),
             "walk_forward_trades": dg.AssetIn(),
             "bars": dg.AssetIn(),
+            "trials": dg.AssetIn(),
         },
         code_version=report_version,
         io_manager_key="warehouse_io",
@@ -168,10 +183,14 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
         walk_forward_equity: pl.DataFrame,
         walk_forward_trades: pl.DataFrame,
         bars: pl.DataFrame,
+        trials: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
         from crypto_assets.evaluation import STITCHED, kpi_table, provenance
         from crypto_assets.evaluation.charts import equity_drawdown_png
+        from crypto_assets.evaluation.trials import deflation_inputs, registry_pbo
 
+        n_trials, variance = deflation_inputs(trials)
+        pbo = registry_pbo(trials)
         table = kpi_table(
             walk_forward_equity,
             walk_forward_trades,
@@ -180,7 +199,14 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
             P,
             max_drawdown_limit=experiment.constraints.max_drawdown,
             min_sharpe=experiment.constraints.min_sharpe,
+            min_dsr=experiment.constraints.min_dsr,
+            n_trials=n_trials,
+            trials_sharpe_variance=variance,
             provenance=provenance(experiment, bars),
+        )
+        # PBO is one number per experiment (the registry's), shown on the stitched rows it judges.
+        table = table.with_columns(
+            pbo=pl.when(pl.col("scope") == STITCHED).then(pl.lit(pbo, dtype=pl.Float64)).otherwise(None)
         )
         stitched = table.filter(pl.col("scope") == STITCHED)
         chart = equity_drawdown_png(walk_forward_equity, f"{experiment.experiment.name}: stitched walk-forward equity")
@@ -194,6 +220,8 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
                 ),
                 "equity_drawdown": dg.MetadataValue.md(_png_markdown(chart, "equity and drawdown")),
                 "folds": table["scope"].n_unique() - 1,
+                "n_trials": n_trials,
+                "pbo": pbo,
             },
         )
 
@@ -212,29 +240,53 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
         return dg.Output(table, metadata={"regimes": table_metadata(table.select(REGIME_COLUMNS), digits=3)})
 
     @dg.asset(
-        ins={"backtest": dg.AssetIn()},
+        ins={"walk_forward_equity": dg.AssetIn(), "backtest": dg.AssetIn()},
         code_version=report_version,
         io_manager_key="warehouse_io",
         group_name="reports",
         kinds={"polars", "duckdb"},
-        description="Every strategy × parameters × fold evaluated: the count and spread the deflated Sharpe needs.",
+        description=(
+            "The trials registry: every distinct configuration this experiment ever evaluated (append-only across "
+            "runs), with its stitched per-bar Sharpe and returns; the N, variance and PBO behind the verdict."
+        ),
     )
-    def trials(backtest: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-        params = json.dumps(
-            {"costs": experiment.costs.model_dump(), "walk_forward": experiment.walk_forward.model_dump()},
-            sort_keys=True,
+    def trials(walk_forward_equity: pl.DataFrame, backtest: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        from crypto_assets.evaluation import trial_rows
+        from crypto_assets.evaluation.trials import (
+            TrialRegistry,
+            deflation_inputs,
+            experiment_definitions,
+            registry_pbo,
+            stitched_trials,
         )
-        from crypto_assets.evaluation import sharpe_variance, trial_rows
+        from crypto_assets.storage.warehouse import Warehouse
 
-        table = trial_rows(backtest, P).with_columns(
-            params=pl.lit(params), experiment=pl.lit(experiment.experiment.name)
-        )
+        # Written beside the warehouse's tables, not through its IO manager: a re-materialization replaces
+        # this asset's snapshot table, never the registry (first wins: a known configuration adds nothing).
+        registry = TrialRegistry(Warehouse(experiment_root(experiment)).tables_dir, experiment.experiment.name)
+        names = sorted(walk_forward_equity["strategy"].unique().to_list())
+        try:
+            added = registry.record(stitched_trials(walk_forward_equity, experiment_definitions(experiment, names)))
+        except KeyError as exc:
+            raise dg.Failure(f"trials: {exc}") from exc
+        table = registry.read()
+        n_trials, variance = deflation_inputs(table)
+        per_fold = trial_rows(backtest, P)
         return dg.Output(
             table,
             metadata={
-                "trials": table.height,
-                "sharpe_variance": sharpe_variance(table),
-                "sharpes": table_metadata(table.select("strategy", "fold", "n_bars", "sharpe"), digits=3, limit=500),
+                "trials": n_trials,
+                "added": len(added),
+                "sharpe_variance": variance,
+                "pbo": registry_pbo(table),
+                "registry": str(registry.directory),
+                "trials_table": table_metadata(
+                    table.select("trial_id", "strategy", "kind", "pruned", "n_bars", "sharpe_per_bar"),
+                    digits=3,
+                    limit=500,
+                ),
+                # Folds are time periods, not trials: their Sharpes show stability only.
+                "sharpes": table_metadata(per_fold.select("strategy", "fold", "n_bars", "sharpe"), digits=3, limit=500),
             },
         )
 
