@@ -236,7 +236,8 @@ def backtest_summary(per_bar: pl.DataFrame) -> pl.DataFrame:
 
 
 def trial_rows(backtest: pl.DataFrame, periods_per_year: int) -> pl.DataFrame:
-    """One row per strategy × fold of `backtest`: per-bar Sharpe (P = 1, the deflated Sharpe's unit), the
+    """One row per strategy × fold of `backtest` (fold stability for the `trials` metadata; folds are time
+    periods, not trials: the deflated Sharpe's N comes from `evaluation.trials`): per-bar Sharpe (P = 1), the
     annualised Sharpe and the bar count, sorted by strategy and fold. Sharpes come from
     `metrics.sharpe_ratio`, the same definition as the KPI tables (NaN for < 2 bars or constant returns)."""
     rows = [

@@ -99,8 +99,10 @@ def deflated_sharpe(returns: np.ndarray | pl.Series, n_trials: int, trials_sharp
 
         SR₀ = expected_max_sharpe(N, V[{SR̂ₙ}]),    DSR = PSR(SR₀)
 
-    `n_trials` = number of trials actually evaluated (every model × hyper-parameters × fold logged in
-    `trials`); `trials_sharpe_variance` = variance of those trials' per-bar, non-annualised Sharpes.
+    `n_trials` = number of trials actually evaluated: distinct configurations (family, hyper-parameters,
+    features, seed, ...) in the experiment's trials registry, never folds (time periods, not trials);
+    `trials_sharpe_variance` = variance of those trials' stitched per-bar, non-annualised Sharpes
+    (`crypto_assets.evaluation.trials.deflation_inputs`).
     `returns` are the selected strategy's net bar returns. NaN for n_trials < 2 (undefined).
     """
     sr0 = expected_max_sharpe(n_trials, trials_sharpe_variance)
