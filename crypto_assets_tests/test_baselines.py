@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from crypto_assets.baselines import (
     trend_following,
     vol_targeted,
 )
+from crypto_assets_tests.local_exchange import FIXTURE_DIR, load_fixture
 
 UTC = dt.UTC
 TS = pl.Datetime("us", "UTC")
@@ -249,32 +249,16 @@ def test_bad_inputs(bars: pl.DataFrame) -> None:
 
 # --- real Binance fixtures (../shared/data/ohlcv; never copied into the project) --------------------------------------
 
-OHLCV_DIR = Path(__file__).resolve().parents[2] / "shared/data/ohlcv"
 SOL_FIRST_BAR = dt.datetime(2020, 8, 11, 6, tzinfo=UTC)
 
 
 def _real_bars(start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
     """Raw 1h bars as published: exchange maintenance gaps are NOT filled (the harder case for the panel)."""
-    frames = []
-    for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT"):
-        raw = pl.read_csv(
-            OHLCV_DIR / f"{symbol.replace('/', '')}_1h.csv",
-            columns=["timestamp", "open", "high", "low", "close", "volume"],
-        )
-        frames.append(
-            raw.select(
-                pl.lit(symbol).alias("symbol"),
-                pl.from_epoch("timestamp", time_unit="ms")
-                .dt.replace_time_zone("UTC")
-                .dt.cast_time_unit("us")
-                .alias("ts"),
-                *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")),
-            ).filter(pl.col("ts").is_between(start, end, closed="left"))
-        )
-    return pl.concat(frames)
+    bars = pl.concat([load_fixture(symbol) for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT")])
+    return bars.filter(pl.col("ts").is_between(start, end, closed="left"))
 
 
-@pytest.mark.skipif(not OHLCV_DIR.is_dir(), reason="real fixtures not present")
+@pytest.mark.skipif(not FIXTURE_DIR.is_dir(), reason="real fixtures not present")
 def test_real_bars_sol_listing_gaps_and_causality() -> None:
     real = _real_bars(dt.datetime(2020, 1, 1, tzinfo=UTC), dt.datetime(2021, 7, 1, tzinfo=UTC))
     start, end = dt.datetime(2020, 6, 1, tzinfo=UTC), dt.datetime(2021, 7, 1, tzinfo=UTC)

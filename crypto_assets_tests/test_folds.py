@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -22,6 +21,7 @@ from crypto_assets.folds import (
     stitch_months,
 )
 from crypto_assets.folds.windows import add_months
+from crypto_assets_tests.local_exchange import FIXTURE_DIR, load_fixture
 
 UTC = dt.UTC
 TS = pl.Datetime("us", "UTC")
@@ -339,24 +339,11 @@ def test_purged_train_labels_do_not_see_the_test_window() -> None:
 
 # ---------------------------------------------------------------- real Binance fixtures (../shared/data/ohlcv)
 
-OHLCV_DIR = Path(__file__).resolve().parents[2] / "shared/data/ohlcv"
 
-
-@pytest.mark.skipif(not OHLCV_DIR.is_dir(), reason="real fixtures not present")
+@pytest.mark.skipif(not FIXTURE_DIR.is_dir(), reason="real fixtures not present")
 def test_real_bars_folds_with_gaps_and_sol_listing() -> None:
-    frames = []
-    for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT"):
-        raw = pl.read_csv(OHLCV_DIR / f"{symbol.replace('/', '')}_1h.csv", columns=["timestamp", "close"])
-        frames.append(
-            raw.select(
-                pl.lit(symbol).alias("symbol"),
-                pl.from_epoch("timestamp", time_unit="ms")
-                .dt.replace_time_zone("UTC")
-                .dt.cast_time_unit("us")
-                .alias("ts"),
-                pl.col("close").cast(pl.Float64),
-            ).filter(pl.col("ts") < d(2022, 1))
-        )
+    closes = [load_fixture(symbol).select("symbol", "ts", "close") for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT")]
+    frames = [frame.filter(pl.col("ts") < d(2022, 1)) for frame in closes]
     # Maintenance gaps stay unfilled: labels across a gap are null rather than a wrong-horizon return.
     labelled = add_labels(pl.concat(frames), 24, timeframe="1h")
     assert labelled["label_fwd_ret_24"].null_count() > 3 * 24  # more than each symbol's last 24 bars
