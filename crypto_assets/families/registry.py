@@ -1,13 +1,15 @@
 """The registry of model families: config `type` → the family that trains, saves and replays it.
 
-A family module calls `register(MyFamily())` at import. The built-in families are imported on the first look-up,
-so `crypto_assets.config` can validate `models.families` without importing any of them up front; a family
-registered later (a plug-in, a test module) is accepted by the same validation.
+A family module calls `register(MyFamily())` at import. The built-in families (every module of this package) are
+imported on the first look-up, so `crypto_assets.config` can validate `models.families` without importing any of
+them up front, and adding a family is adding its module; a family registered later (a plug-in, a test module) is
+accepted by the same validation.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -18,11 +20,9 @@ from crypto_assets.config.schema import FamilyParams
 if TYPE_CHECKING:
     from crypto_assets.families.base import Family
 
-BUILTIN_MODULES = (
-    "crypto_assets.families.lstm_attn",
-    "crypto_assets.families.cnn_lstm",
-    "crypto_assets.families.ppo_agent",
-)
+# Registered first, in this order (the order of KPI rows and `registered_types()`); every other module of the
+# package follows in name order. Modules that hold no family (the protocol, this registry) register nothing.
+FIRST_MODULES = ("lstm_attn", "cnn_lstm", "ppo_agent")
 _REGISTRY: dict[str, Family] = {}
 _builtins_loaded = False
 
@@ -31,8 +31,10 @@ def _load_builtins() -> None:
     global _builtins_loaded
     if not _builtins_loaded:
         _builtins_loaded = True  # before importing: the modules call register(), which lands here again
-        for name in BUILTIN_MODULES:
-            importlib.import_module(name)
+        package = importlib.import_module("crypto_assets.families")
+        found = sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+        for name in [*FIRST_MODULES, *(m for m in found if m not in FIRST_MODULES)]:
+            importlib.import_module(f"crypto_assets.families.{name}")
 
 
 def register(family: Family) -> Family:
