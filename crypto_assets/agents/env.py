@@ -120,7 +120,8 @@ _CASH, _VALUE, _PEAK = 0, 1, 2
 
 @dataclass(frozen=True)
 class EnvParams:
-    """Environment settings; the first six come from the PPO_Agent family's parameters (`PPOParams.env_params`)."""
+    """Environment settings; the first six come from the agent families' shared parameters
+    (`crypto_assets.families.agent.AgentParams.env_params`)."""
 
     window: int = 24
     """Bars of features in each observation (ending at the decision bar)."""

@@ -1,0 +1,150 @@
+"""What the RL agent families (`PPO_Agent`, `SAC_Agent`, `TD3_Agent`) share: the environment settings and the
+Family behaviour over the trading environment (crypto_assets.agents).
+
+`AgentParams` is the ONE place environment fields live (observation window, episodes, reward, action space,
+rebalancing, network and training budget); an algorithm's parameter class adds only its algorithm settings.
+`AgentFamily` trains on the fold's train split (`TradingEnv` at the experiment's capital and costs, random
+episodes) through its `train` method, replays the deterministic policy over the decision window (looking back into
+the last train bars so it decides from the window's first bar on), and saves / loads / reports the resulting
+`crypto_assets.agents.TrainedAgent`. SB3 and torch are imported inside the methods.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+import polars as pl
+from pydantic import Field
+
+from crypto_assets.config.schema import FamilyParams
+from crypto_assets.families.base import Family, FoldData
+
+if TYPE_CHECKING:  # the env module compiles numba kernels on import: typing only
+    from crypto_assets.agents.env import EnvParams, TradingEnv
+    from crypto_assets.agents.trained import TrainedAgent
+
+NetArch = Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)]
+
+
+class AgentParams(FamilyParams):
+    """Environment and training settings shared by every agent family (subclasses add their algorithm's)."""
+
+    algorithm: ClassVar[str]
+    """stable-baselines3 algorithm (`ppo`, `sac`, `td3`): `crypto_assets.agents.trained.ALGORITHMS` key."""
+
+    total_timesteps: Annotated[int, Field(ge=1)] = 20_000
+    """Environment transitions collected in training."""
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 3e-4
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.99
+    net_arch: NetArch = Field(default_factory=lambda: [64, 64])
+    """Hidden layers of the actor (policy) and critic (value) MLPs (separate networks of this shape)."""
+    window: Annotated[int, Field(ge=1, le=1024)] = 24
+    """Bars of scaled features in each observation."""
+    episode_bars: Annotated[int, Field(ge=16)] = 720
+    """Length of a training episode, sampled at random inside the train window."""
+    reward: Literal["differential_sortino", "drawdown_penalty", "log_return"] = "differential_sortino"
+    drawdown_penalty: Annotated[float, Field(ge=0, le=100)] = 1.0
+    """Weight of the drawdown term for `reward: drawdown_penalty` (Calmar-style)."""
+    action: Literal["continuous", "discrete"] = "continuous"
+    """`continuous`: portfolio weights with a cash leg; `discrete`: hold / buy / sell per symbol."""
+    rebalance_every: Annotated[int, Field(ge=1, le=10_000)] = 1
+    """Bars between the agent's decisions."""
+    use_gpu: bool = False
+    """MLP policies train faster on CPU; set true to train on the experiment's GPU."""
+
+    def env_params(self, **overrides: Any) -> EnvParams:
+        """The `EnvParams` these settings imply (window, episode, reward, action, rebalancing) + overrides."""
+        from crypto_assets.agents.env import EnvParams
+
+        return EnvParams(
+            window=self.window,
+            episode_bars=self.episode_bars,
+            reward=self.reward,
+            drawdown_penalty=self.drawdown_penalty,
+            action=self.action,
+            rebalance_every=self.rebalance_every,
+            **overrides,
+        )
+
+
+class AgentFamily(Family):
+    """A stable-baselines3 agent on the trading environment; subclasses set the class attributes and `train`."""
+
+    params_class: ClassVar[type[AgentParams]]
+
+    @abstractmethod
+    def train(self, env_factory: Callable[[], TradingEnv], params: Any, seed: int, device: str) -> TrainedAgent:
+        """Train the algorithm on environments from `env_factory` (training-mode `TradingEnv`s of the train split)."""
+
+    def fit(self, data: FoldData, params: Any, seed: int, device: str) -> TrainedAgent:
+        from crypto_assets.agents import EnvData, TradingEnv
+
+        ctx = data.context
+        costs = ctx.cost_model()
+        env_params = params.env_params(initial_value=ctx.capital)  # impact and the cap depend on the capital
+        train = EnvData.from_frames(data.frame, data.bars, split="train", timeframe=ctx.timeframe)
+        agent = self.train(
+            lambda: TradingEnv(train, costs, env_params, training=True),
+            params,
+            seed,
+            device if params.use_gpu else "cpu",
+        )
+        # what the policy's observation is made of: replay on other bars must build exactly this
+        agent.inputs = {
+            "symbols": list(train.symbols),
+            "features": list(train.feature_names),
+            "benchmark": train.benchmark,
+        }
+        return agent
+
+    def predict(self, model: TrainedAgent, data: FoldData) -> pl.DataFrame:
+        from crypto_assets.agents import EnvData, TradingEnv
+
+        ctx = data.context
+        env_params = model.params.env_params(initial_value=ctx.capital)
+        spec = model.inputs
+        common = {
+            "timeframe": ctx.timeframe,
+            "symbols": spec["symbols"],
+            "feature_columns": spec["features"],
+            "benchmark": spec["benchmark"],
+        }
+        test = EnvData.from_frames(data.frame, data.bars, split="test", **common)
+        if (data.frame["split"] == "train").any():
+            train = EnvData.from_frames(data.frame, data.bars, split="train", **common)
+            test = test.preceded_by(train, env_params.window - 1)  # decide from the first bar, as the forecasters do
+        return model.predict_weights(TradingEnv(test, ctx.cost_model(), env_params, training=False))
+
+    def metrics(self, model: TrainedAgent, data: FoldData) -> dict[str, float]:
+        curves = model.curves
+        last = curves.tail(1)
+        out = {"timesteps": float(model.params.total_timesteps), "rollouts": float(curves.height)}
+        for name in ("ep_reward_mean_100", "ep_final_value_mean"):
+            if last.height:
+                value = last[name][0]
+                out[f"final_{name}"] = float("nan") if value is None else float(value)
+        return out
+
+    def curves(self, model: TrainedAgent) -> dict[str, pl.DataFrame]:
+        return {"reward": model.curves}
+
+    def training_info(self, model: TrainedAgent) -> dict[str, Any]:
+        return {
+            "device": str(model.model.device),
+            "precision": model.precision,
+            "timesteps_per_second": float(model.timesteps_per_second),
+            "train_seconds": float(model.train_seconds),
+            "timesteps": model.params.total_timesteps,
+            "rollouts": model.curves.height,
+        }
+
+    def save_model(self, model: TrainedAgent, directory: Path) -> None:
+        model.save(directory)
+
+    def load_model(self, directory: Path, device: str) -> TrainedAgent:
+        from crypto_assets.agents.trained import TrainedAgent
+
+        return TrainedAgent.load(directory, device=device)
