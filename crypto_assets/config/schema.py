@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,8 +18,10 @@ from pydantic import (
     Field,
     PlainValidator,
     SerializeAsAny,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -419,11 +421,45 @@ class FamilyParams(StrictModel):
 
     type: str
     """The family's registered config type (`LSTM_Attn`, `CNN_LSTM`, `PPO_Agent`, ...)."""
+    retrain: Literal["full", "fine_tune"] = "full"
+    """`full`: every fold trains from scratch. `fine_tune`: fold k starts from fold k−1's trained model and trains
+    `fine_tune_fraction` of the full budget (the first fold trains in full); the folds then run in order. Only
+    families that can warm-start accept it."""
+    fine_tune_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Share of the full training budget a fine-tuned fold trains (epochs of a forecaster, timesteps of an agent)."""
+    n_seeds: Annotated[int, Field(ge=1, le=64, exclude=True)] = 1
+    """Seeds trained per fold. Seed index 0 is the family's strategy (its KPIs); the others are trained, stored
+    and backtested for the `seed_dispersion` report only. Not part of the dump: it changes no trained strategy, so
+    no configuration id (the trials registry) or artifact; the fold assets' code version adds it themselves."""
+
 
     @property
     def slug(self) -> str:
         """The name of the family everywhere after the config: assets `model_<slug>`, KPI strategy `<slug>`."""
         return self.type.lower()
+
+    @model_validator(mode="after")
+    def _can_fine_tune(self) -> FamilyParams:
+        if self.retrain == "fine_tune":
+            from crypto_assets.families.registry import get_family, registered_types  # lazy: imports the families
+
+            if not get_family(self.type).can_warm_start:
+                able = [t for t in registered_types() if get_family(t).can_warm_start]
+                raise ValueError(
+                    f"retrain: fine_tune: {self.type} cannot warm-start from the previous fold's model "
+                    f"(families that can: {', '.join(able)}); use retrain: full"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_training_plan(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # `retrain` / `fine_tune_fraction` at their defaults are left out of dumps, so configurations written
+        # before they existed keep their configuration ids (trials registry) and code versions.
+        data = handler(self)
+        if isinstance(data, dict) and self.retrain == "full":
+            data.pop("retrain", None)
+            data.pop("fine_tune_fraction", None)
+        return data
 
 
 def _family_params(value: object) -> FamilyParams:

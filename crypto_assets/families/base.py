@@ -129,6 +129,17 @@ class Family(ABC):
     def fit(self, data: FoldData, params: FamilyParams, seed: int, device: str) -> Any:
         """Train on the rows with `split == "train"` only (and their bars); return the family's model."""
 
+    def fit_warm(self, data: FoldData, params: FamilyParams, seed: int, device: str, init: Any) -> Any:
+        """Like `fit`, but starting from `init`, a model this family trained before (the previous fold's, for
+        `retrain: fine_tune`), on `params.fine_tune_fraction` of the full budget. Families that can warm-start
+        override it; the config refuses `fine_tune` for the others (`can_warm_start`)."""
+        raise NotImplementedError(f"{self.type} cannot warm-start")
+
+    @property
+    def can_warm_start(self) -> bool:
+        """Whether the family implements `fit_warm` (and so accepts `retrain: fine_tune`)."""
+        return type(self).fit_warm is not Family.fit_warm
+
     @abstractmethod
     def predict(self, model: Any, data: FoldData) -> pl.DataFrame:
         """Decisions over the `test` rows: long `symbol, ts, weight` (decided at the close of ts; a null weight is
@@ -315,6 +326,30 @@ class Artifact:
         )
 
 
+SEED_DIR = "seed_{index}"
+
+
+@dataclass
+class SeedArtifacts:
+    """The extra seeds of one family on one fold (`n_seeds` > 1): seed index → artifact, indices from 1 (index 0 is
+    the family's own artifact). Saved as one artifact folder per seed, `seed_<i>/`, each replayable on its own
+    (`crypto_assets.families.replay(<folder>/seed_<i>, bars)`)."""
+
+    artifacts: dict[int, Artifact]
+
+    def save(self, directory: str | Path) -> Path:
+        out = Path(directory)
+        for index, artifact in sorted(self.artifacts.items()):
+            artifact.save(out / SEED_DIR.format(index=index))
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> SeedArtifacts:
+        src = Path(directory)
+        found = sorted(int(p.name.removeprefix("seed_")) for p in src.glob("seed_*") if (p / MANIFEST).exists())
+        return cls({i: Artifact.load(src / SEED_DIR.format(index=i), device) for i in found})
+
+
 def feature_columns_of(frame: pl.DataFrame) -> list[str]:
     """The fold frame's input columns: everything but keys, `split` and the look-ahead `label_*` targets
     (`crypto_assets.folds.dataset.input_columns`, the rule every reader of a fold frame shares)."""
@@ -343,15 +378,22 @@ def fit_artifact(
     seed: int,
     device: str = "cpu",
     code_version: str = "",
+    init: Artifact | None = None,
 ) -> tuple[Artifact, pl.DataFrame]:
     """Train `params.type` on `data` and return (artifact, decisions over the test rows with the family's columns).
 
-    The decisions are `family.predict` on the very inputs the artifact replays from, so replaying the artifact on
-    the fold's own bars gives them again."""
+    `init`: an artifact of the same family to warm-start from (`Family.fit_warm`; the previous fold's, for
+    `retrain: fine_tune`); None trains from scratch. The decisions are `family.predict` on the very inputs the
+    artifact replays from, so replaying the artifact on the fold's own bars gives them again."""
     from crypto_assets.families.registry import get_family
 
     family = get_family(params.type)
-    model = family.fit(data, params, seed, device)
+    if init is None:
+        model = family.fit(data, params, seed, device)
+    else:
+        if init.family_type != params.type:
+            raise ValueError(f"cannot warm-start {params.type} from a {init.family_type} artifact")
+        model = family.fit_warm(data, params, seed, device, init.model)
     decisions = family.predict(model, data)
     artifact = Artifact(
         family_type=params.type,

@@ -1,7 +1,7 @@
 """The torch sequence forecasters as model families (LSTM_Attn, CNN_LSTM): shared parameters and behaviour.
 
 fit: `crypto_assets.models.train_forecaster` on the fold's train rows (early stopping on a purged slice at
-their end). predict: P(up) and per-bar vol for every decision bar, sized to target weights by
+their end); fit_warm (`retrain: fine_tune`): the same, starting from the previous fold's weights. predict: P(up) and per-bar vol for every decision bar, sized to target weights by
 `forecast_to_weights` with the experiment's sizing and leverage. Torch is imported inside the methods.
 """
 
@@ -77,12 +77,10 @@ class ForecasterFamily(Family):
     params_class = ForecasterParams
 
     def fit(self, data: FoldData, params: Any, seed: int, device: str) -> Any:
-        from crypto_assets.models import default_feature_columns, train_forecaster
+        return _train(data, params, seed, device, init=None)
 
-        frame = data.frame
-        return train_forecaster(
-            frame, default_feature_columns(frame), data.context.label_horizon, params, device=device, seed=seed
-        )
+    def fit_warm(self, data: FoldData, params: Any, seed: int, device: str, init: Any) -> Any:
+        return _train(data, params, seed, device, init=init)
 
     def predict(self, model: Any, data: FoldData) -> pl.DataFrame:
         from crypto_assets.models import forecast_to_weights
@@ -129,3 +127,12 @@ class ForecasterFamily(Family):
         from crypto_assets.models import TrainedForecaster
 
         return TrainedForecaster.load(directory, device)
+
+
+def _train(data: FoldData, params: ForecasterParams, seed: int, device: str, init: Any) -> Any:
+    from crypto_assets.models import default_feature_columns, train_forecaster
+
+    frame = data.frame
+    return train_forecaster(
+        frame, default_feature_columns(frame), data.context.label_horizon, params, device=device, seed=seed, init=init
+    )

@@ -301,18 +301,27 @@ def train_forecaster(
     device: torch.device | str | None = None,
     seed: int,
     threads: int = 1,
+    init: TrainedForecaster | None = None,
 ) -> TrainedForecaster:
     """Fit `params.arch` on the train rows of one fold (`symbol, ts, <features>, label_*_{h}, split`).
 
     `device`: a `torch.device` (e.g. from `select_device(gpu_id)`); CPU when None. `seed`: the run's seed,
     already derived from (experiment seed, asset, fold) by the caller. `threads`: torch CPU threads while
-    training (1 = the reproducible setting, DESIGN §3.6). Raises ValueError when the fold has no `split`
+    training (1 = the reproducible setting, DESIGN §3.6). `init`: warm start (fine-tuning): training starts from
+    `init`'s weights instead of a fresh initialisation, for ceil(`fine_tune_fraction` × `max_epochs`) epochs
+    (early stopping as usual), with a fresh optimizer; the vol head is re-expressed in this fold's `vol_scale`.
+    `init` must have the same architecture and feature columns. Raises ValueError when the fold has no `split`
     column, lacks a column, or leaves no labelled fit windows.
     """
     if horizon < 1:
         raise ValueError(f"horizon must be ≥ 1 bar, got {horizon}")
     if "split" not in fold.columns:
         raise ValueError("train_forecaster: the fold frame needs a `split` column ('train' / 'test')")
+    max_epochs = params.max_epochs
+    if init is not None:
+        if init.feature_columns != list(feature_columns) or init.params.arch != params.arch:
+            raise ValueError("warm start needs the same architecture and feature columns as the model it starts from")
+        max_epochs = math.ceil(params.fine_tune_fraction * params.max_epochs)
     target = torch.device(device or "cpu")
     train = fold.filter(pl.col("split") == "train")  # the test window never goes further than this line
     ws = build_windows(train, feature_columns, params.window, horizon)
@@ -340,9 +349,11 @@ def train_forecaster(
     with deterministic(threads, warn_only=not strict), torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(derive_seed(seed, "init"))  # weight init (on CPU, so identical on every device) and dropout
         model = build_model(params, ws.n_features)
+        if init is not None:
+            model.load_state_dict(init.model.state_dict())  # loading copies: `init` itself is left untouched
         model.set_vol_scale(vol_scale)
         model.to(target)
-        result = _fit(model, ws, fit, val, horizon, params, target, seed, vol_scale)
+        result = _fit(model, ws, fit, val, horizon, params, target, seed, vol_scale, max_epochs)
 
     def iso(us: int | None) -> str:
         return "" if us is None else str(np.datetime64(us, "us")) + "Z"
@@ -384,8 +395,10 @@ def _fit(
     device: torch.device,
     seed: int,
     vol_scale: float,
+    max_epochs: int,
 ) -> dict[str, Any]:
-    """The epoch loop; returns the TrainedForecaster fields it determines. Loads the best weights into `model`."""
+    """The epoch loop (at most `max_epochs`); returns the TrainedForecaster fields it determines. Loads the best
+    weights into `model`."""
     feats = torch.from_numpy(ws.features).to(device)  # every row once; batches are gathered on the device
 
     def tensors(part: WindowSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -405,7 +418,7 @@ def _fit(
     train_seconds, samples = 0.0, 0
     n_fit, size = len(fit), params.batch_size
 
-    for epoch in range(1, params.max_epochs + 1):
+    for epoch in range(1, max_epochs + 1):
         model.train()
         order = torch.randperm(n_fit, generator=shuffle).to(device)
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per batch

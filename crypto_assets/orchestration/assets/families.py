@@ -2,7 +2,15 @@
 
     fold_dataset[fold] ─┬─► model_<slug>[fold]        the trained artifact (model IO manager, under artifacts/)
     features, bars ─────┘   predictions_<slug>[fold]  out-of-sample decisions + target weights (warehouse)
+                            seed_models_<slug>[fold]      n_seeds > 1: the other seeds' artifacts (seed_<i>/)
+                            seed_predictions_<slug>[fold] n_seeds > 1: every seed's decisions (`seed_index`)
+    model_<slug>[fold − 1] ─► model_<slug>[fold]       retrain: fine_tune (warm start from the previous fold)
     predictions_<member>[fold] ─► ensemble[fold]       soft vote of the configured members
+
+Seeds: seed index 0 trains with `derive_seed(experiment seed, label, fold)` as always, and is the family's
+strategy (`predictions_<slug>`, KPIs); index i > 0 adds `seed=<i>` to that derivation. Fine-tuning: seed i of
+fold k starts from seed i of fold k − 1, which must have been trained by the same code version (folds run in
+order; Dagster's self-dependency orders a backfill the same way); the first fold trains in full.
 
 `<slug>` is the family's config type in lower case (`LSTM_Attn` → `lstm_attn`); the KPI strategy is the slug.
 Which assets are strategies is declared here (`FamilyAssets.strategies`), never guessed from names. torch and
@@ -11,6 +19,7 @@ stable-baselines3 are imported inside the step bodies (the code location is re-i
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -18,7 +27,9 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig, fingerprint, section_hash
 from crypto_assets.config.schema import FamilyParams
-from crypto_assets.families import Context, get_family
+from crypto_assets.families import Artifact, Context, Family, get_family
+from crypto_assets.folds import add_months, first_fold_month
+from crypto_assets.folds.windows import parse_key
 from crypto_assets.orchestration.assets.common import (
     PREDICTIONS_PREFIX,
     context_fold_window,
@@ -28,10 +39,18 @@ from crypto_assets.orchestration.assets.common import (
 )
 from crypto_assets.orchestration.instance import GPU_POOL
 from crypto_assets.orchestration.metadata import table_metadata
-from crypto_assets.orchestration.partitions import fold_partitions, fold_window_mapping
+from crypto_assets.orchestration.partitions import (
+    MONTH_FMT,
+    fold_partitions,
+    fold_window_mapping,
+    previous_fold_mapping,
+)
 from crypto_assets.orchestration.resources import TorchDeviceResource
+from crypto_assets.paths import experiment_root
 
 MODEL_PREFIX = "model_"
+SEED_MODELS_PREFIX = "seed_models_"
+SEED_PREDICTIONS_PREFIX = "seed_predictions_"
 ENSEMBLE = "ensemble"
 
 
@@ -45,12 +64,39 @@ class FamilyAssets:
 def family_version(experiment: ExperimentConfig, params: FamilyParams) -> str:
     """Code version of a family's assets: what its training and decisions read (the walk-forward geometry, the
     costs, its own parameters, the shared sizing and the capital), so only a change there marks it stale."""
-    return (
+    version = (
         section_hash(experiment, "walk_forward", "costs")
         + "-"
         + fingerprint([params.model_dump(mode="json"), experiment.models.sizing.model_dump(mode="json")])
         + f"-capital={experiment.experiment.capital!r}"
     )
+    # n_seeds is no part of the parameters' dump (it changes no strategy); the fold assets still rerun for it
+    return version if params.n_seeds == 1 else f"{version}-n_seeds={params.n_seeds}"
+
+
+def seed_for(seed_root: int, family: Family, fold_key: str, index: int) -> int:
+    """The training seed of seed index `index` of `family` on a fold: index 0 is the family's one seed (unchanged
+    by n_seeds), the others add their index to the derivation."""
+    from crypto_assets.models.device import derive_seed
+
+    label = family.random_label()
+    return (
+        derive_seed(seed_root, label, fold_key)
+        if index == 0
+        else derive_seed(seed_root, label, fold_key, f"seed={index}")
+    )
+
+
+def artifact_dir(experiment: ExperimentConfig, asset_name: str, partition_key: str) -> Path:
+    """Where the model IO manager keeps `asset_name`'s checkpoint of a partition."""
+    return experiment_root(experiment) / "artifacts" / asset_name / partition_key
+
+
+def previous_fold_key(experiment: ExperimentConfig, fold_key: str) -> str | None:
+    """The fold before `fold_key` (one step back), None for the first fold."""
+    spec = fold_spec(experiment)
+    day = add_months(parse_key(fold_key), -spec.step_months)
+    return None if day < first_fold_month(experiment.data.start, spec) else day.strftime(MONTH_FMT)
 
 
 def training_metadata(
@@ -68,14 +114,41 @@ def training_metadata(
 
 
 def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg.AssetsDefinition:
-    """`model_<slug>` + `predictions_<slug>` on the fold partitions for the family `params.type`."""
+    """`model_<slug>` + `predictions_<slug>` on the fold partitions for the family `params.type` (with
+    `seed_models_<slug>` + `seed_predictions_<slug>` when it trains n_seeds > 1, and a dependency on its own
+    previous fold when it fine-tunes)."""
     family = get_family(params.type)
     slug = family.slug
     spec = fold_spec(experiment)
     model_name, predictions_name = f"{MODEL_PREFIX}{slug}", f"{PREDICTIONS_PREFIX}{slug}"
+    seed_models_name, seed_predictions_name = f"{SEED_MODELS_PREFIX}{slug}", f"{SEED_PREDICTIONS_PREFIX}{slug}"
     version = family_version(experiment, params)
     ctx = Context.from_experiment(experiment)
     seed_root = experiment.experiment.seed
+    n_seeds = params.n_seeds
+    fine_tune = params.retrain == "fine_tune"
+    seed_outs = (
+        {
+            seed_models_name: optional_out(
+                version,
+                f"{params.type} seeds 1..{n_seeds - 1} of the fold (index 0 is {model_name}): one replayable artifact "
+                "folder per seed, seed_<i>/.",
+                "model_io",
+            ),
+            seed_predictions_name: optional_out(
+                version,
+                f"Every seed's out-of-sample decisions of {params.type} on the fold (`seed_index`; 0 = {predictions_name}"
+                "), for the seed_dispersion report.",
+            ),
+        }
+        if n_seeds > 1
+        else {}
+    )
+    # fine_tune: fold k reads fold k − 1's checkpoints (seed i from seed i), so the folds run in order
+    checkpoints = [model_name, *([seed_models_name] if n_seeds > 1 else [])]
+    previous_deps = (
+        [dg.AssetDep(n, partition_mapping=previous_fold_mapping()) for n in checkpoints] if fine_tune else []
+    )
 
     @dg.multi_asset(
         can_subset=True,
@@ -87,6 +160,7 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
             "features": dg.AssetIn(partition_mapping=fold_window_mapping(spec)),
             "bars": dg.AssetIn(partition_mapping=fold_window_mapping(spec)),
         },
+        deps=previous_deps,
         outs={
             model_name: optional_out(
                 version,
@@ -97,6 +171,7 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
             predictions_name: optional_out(
                 version, f"{params.type}'s out-of-sample decisions on the fold's test window and their target weights."
             ),
+            **seed_outs,
         },
         pool=GPU_POOL if family.uses_gpu else None,
         group_name="models",
@@ -108,8 +183,7 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
         features: pl.DataFrame,
         bars: pl.DataFrame,
     ):  # type: ignore[no-untyped-def]
-        from crypto_assets.families import FoldData, build_fold, fit_artifact
-        from crypto_assets.models.device import derive_seed
+        from crypto_assets.families import FoldData, SeedArtifacts, build_fold, fit_artifact
 
         window = context_fold_window(context, spec)
         frame, scaler = build_fold(features, bars, window, spec.purge_bars, spec.label_horizon, ctx.timeframe)
@@ -118,29 +192,84 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
                 f"fold {window.key}: fold_dataset differs from the fold rebuilt from features and bars; "
                 "re-materialize fold_dataset (it is stale)"
             )
-        run_seed = derive_seed(seed_root, family.random_label(), window.key)
         device = str(torch_device.device(context.log)) if family.uses_gpu else "cpu"
         data = FoldData(key=window.key, frame=fold_dataset, bars=bars, context=ctx)
-        artifact, decisions = fit_artifact(
-            params, data, scaler, window, seed=run_seed, device=device, code_version=version
-        )
-        out = decisions.with_columns(fold=pl.lit(window.key), model=pl.lit(slug))
-        curves = family.curves(artifact.model)
-        yield from selected_outputs(
-            context,
-            dg.Output(
-                artifact,
-                output_name=model_name,
-                metadata=training_metadata(params.type, artifact.model, run_seed, artifact.metrics, curves),
-            ),
+        previous = previous_artifacts(experiment, params, window.key, version) if fine_tune else {}
+        artifacts: dict[int, Artifact] = {}
+        decisions: list[pl.DataFrame] = []
+        for index in range(n_seeds):
+            artifact, seed_decisions = fit_artifact(
+                params,
+                data,
+                scaler,
+                window,
+                seed=seed_for(seed_root, family, window.key, index),
+                device=device,
+                code_version=version,
+                init=previous.get(index),
+            )
+            artifacts[index] = artifact
+            decisions.append(seed_decisions.with_columns(fold=pl.lit(window.key), model=pl.lit(slug)))
+        out = decisions[0]
+        model = artifacts[0]
+        curves = family.curves(model.model)
+        metadata = training_metadata(params.type, model.model, model.seed, model.metrics, curves)
+        if fine_tune:
+            metadata["warm_start_from"] = previous_fold_key(experiment, window.key) or "none (first fold)"
+        outputs: list[dg.Output[Any]] = [
+            dg.Output(model, output_name=model_name, metadata=metadata),
             dg.Output(
                 out,
                 output_name=predictions_name,
                 metadata={"rows": out.height, "orders": int(out["weight"].is_not_null().sum())},
             ),
-        )
+        ]
+        if n_seeds > 1:
+            seeds = pl.DataFrame({"seed_index": list(artifacts), "seed": [a.seed for a in artifacts.values()]})
+            every_seed = pl.concat(
+                [rows.with_columns(seed_index=pl.lit(i, pl.Int64)) for i, rows in enumerate(decisions)],
+                how="diagonal_relaxed",
+            )
+            extra = SeedArtifacts({i: a for i, a in artifacts.items() if i > 0})
+            outputs += [
+                dg.Output(extra, output_name=seed_models_name, metadata={"seeds": table_metadata(seeds)}),
+                dg.Output(every_seed, output_name=seed_predictions_name, metadata={"seeds": n_seeds}),
+            ]
+        yield from selected_outputs(context, *outputs)
 
     return _train
+
+
+def previous_artifacts(
+    experiment: ExperimentConfig, params: FamilyParams, fold_key: str, version: str
+) -> dict[int, Artifact]:
+    """Seed index → the previous fold's artifact of that seed (empty for the first fold), to fine-tune from.
+    Raises dg.Failure when the previous fold was not trained, or was trained by another code version (its
+    parameters changed since: fine-tuning would start from a model this configuration never made)."""
+    from crypto_assets.families import SeedArtifacts
+
+    previous = previous_fold_key(experiment, fold_key)
+    if previous is None:
+        return {}
+    slug = params.slug
+    model_dir = artifact_dir(experiment, f"{MODEL_PREFIX}{slug}", previous)
+    seeds_dir = artifact_dir(experiment, f"{SEED_MODELS_PREFIX}{slug}", previous)
+    if not model_dir.exists() or (params.n_seeds > 1 and not seeds_dir.exists()):
+        raise dg.Failure(
+            f"{params.type} fine-tunes fold {fold_key} from fold {previous}, which has no trained model yet: "
+            "materialize the folds in order"
+        )
+    found = {0: Artifact.load(model_dir)}
+    if params.n_seeds > 1:
+        found.update(SeedArtifacts.load(seeds_dir).artifacts)
+    stale = sorted(i for i, a in found.items() if a.code_version != version)
+    missing = sorted(set(range(params.n_seeds)) - set(found))
+    if stale or missing:
+        raise dg.Failure(
+            f"{params.type} fine-tunes fold {fold_key} from fold {previous}, whose models (seeds {stale or missing}) "
+            "were trained by another configuration: re-materialize the folds in order from the first"
+        )
+    return found
 
 
 def _same_rows(a: pl.DataFrame, b: pl.DataFrame) -> bool:

@@ -1,0 +1,100 @@
+"""`retrain: fine_tune`: fold k starts from fold k − 1's weights, the folds run in order through Dagster, and a
+family that cannot warm-start is refused by the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+import yaml
+from pydantic import ValidationError
+
+from crypto_assets.config import load_config
+from crypto_assets.config.schema import ExperimentConfig
+from crypto_assets.families import Artifact
+from crypto_assets.models import default_feature_columns, train_forecaster
+from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, build_definitions
+from crypto_assets.paths import experiment_root
+from crypto_assets.storage.warehouse import Warehouse
+from crypto_assets_tests.test_model_assets import FOLDS, RANGE, run_experiment, write_config
+
+LSTM = {"type": "LSTM_Attn", "window": 8, "hidden": 4, "max_epochs": 2, "patience": 5, "max_train_samples": 400}
+FINE_TUNED = {**LSTM, "retrain": "fine_tune", "fine_tune_fraction": 0.5}
+
+
+def fine_tune_config(tmp_path: Path, name: str) -> Path:
+    """The model-assets experiment (two one-month folds) with one tiny fine-tuned LSTM_Attn."""
+    path = write_config(tmp_path, name)
+    raw = yaml.safe_load(path.read_text())
+    raw["models"] = {"families": [FINE_TUNED], "ensemble": [{"type": "LSTM_Attn", "weight": 1.0}]}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Warehouse]:
+    path = fine_tune_config(tmp_path_factory.mktemp("fine_tune"), "fine_tune")
+    return load_config(path), run_experiment(path, FOLDS)
+
+
+def state(artifact_model: object) -> dict[str, torch.Tensor]:
+    return artifact_model.model.state_dict()  # type: ignore[attr-defined]
+
+
+def test_second_fold_starts_from_the_first_folds_weights(fine_tuned: tuple[ExperimentConfig, Warehouse]) -> None:
+    config, warehouse = fine_tuned
+    root = experiment_root(config) / "artifacts" / "model_lstm_attn"
+    first, second = (Artifact.load(root / key) for key in FOLDS)
+    assert first.model.epochs_run == 2  # the first fold trains in full
+    assert second.model.epochs_run == 1  # ceil(0.5 × 2): a fine-tuned fold trains half the budget
+    frame = warehouse.read_partitions("fold_dataset", [FOLDS[1]])
+    assert frame is not None
+    params, horizon, columns = second.params, config.walk_forward.label_horizon, default_feature_columns(frame)
+
+    def retrain(init: object) -> dict[str, torch.Tensor]:
+        model = train_forecaster(frame, columns, horizon, params, seed=second.seed, init=init)  # type: ignore[arg-type]
+        return state(model)
+
+    manual = retrain(first.model)  # a warm start by hand from the stored first fold, with the fold's own seed
+    assert all(torch.equal(manual[k], v) for k, v in state(second.model).items())
+    scratch = retrain(None)  # the same seed and data from a fresh initialisation
+    assert not all(torch.equal(scratch[k], v) for k, v in state(second.model).items())
+
+
+def test_fine_tuned_fold_depends_on_its_previous_fold(tmp_path: Path) -> None:
+    config = load_config(fine_tune_config(tmp_path, "fine_tune_order"))
+    defs = build_definitions(config)
+    graph = defs.resolve_asset_graph()
+    model = dg.AssetKey("model_lstm_attn")
+    assert model in graph.get(model).parent_keys  # a self-dependency on the previous fold
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert defs.resolve_job_def(INGEST_JOB).execute_in_process(instance=instance, tags=RANGE).success
+        # the second fold before the first: nothing to start from, refused with the reason
+        result = defs.resolve_job_def(FOLDS_JOB).execute_in_process(
+            instance=instance, partition_key=FOLDS[1], raise_on_error=False
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "materialize the folds in order" in str(failure.event_specific_data)
+
+
+def test_full_retrain_keeps_the_configuration_as_it_was() -> None:
+    """`retrain: full` and `n_seeds` leave the dump (configuration ids, code versions) as before they existed."""
+    from crypto_assets.families import validate_params
+
+    dump = validate_params({**LSTM, "n_seeds": 3}).model_dump(mode="json")
+    assert not {"retrain", "fine_tune_fraction", "n_seeds"} & set(dump)
+    assert validate_params(FINE_TUNED).model_dump(mode="json")["retrain"] == "fine_tune"
+
+
+def test_a_family_that_cannot_warm_start_refuses_fine_tune(tmp_path: Path) -> None:
+    import crypto_assets_tests.test_families  # noqa: F401  (registers Toy_Threshold, which has no warm start)
+
+    path = write_config(tmp_path, "toy_fine_tune")
+    raw = yaml.safe_load(path.read_text())
+    raw["models"]["families"] = [{"type": "Toy_Threshold", "retrain": "fine_tune"}]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises((ValidationError, ValueError), match=r"retrain: fine_tune: Toy_Threshold cannot warm-start"):
+        load_config(path)
