@@ -1,7 +1,9 @@
-"""The unpartitioned reports over all folds: walk_forward_equity / walk_forward_trades, kpis, regime_kpis, trials.
+"""The unpartitioned reports over all folds: walk_forward_equity / walk_forward_trades, kpis, regime_kpis, trials,
+and seed_dispersion when a family trains several seeds.
 
 every strategy's weights ─► walk_forward_equity / walk_forward_trades ─► trials ─► kpis, regime_kpis
 backtest[every fold] ─► kpis, trials
+seed_predictions_<slug>[every fold] ─► seed_dispersion   (families with n_seeds > 1)
 
 `trials` is the evaluator of the trials registry (crypto_assets.evaluation.trials, DESIGN §3.4): it appends
 this run's stitched strategies to the experiment's append-only registry and outputs the whole registry, whose
@@ -290,4 +292,68 @@ def build_report_assets(experiment: ExperimentConfig, strategies: list[dg.AssetK
             },
         )
 
-    return [walk_forward, kpis, regime_kpis, trials]
+    return [walk_forward, kpis, regime_kpis, trials, *build_seed_dispersion_asset(experiment, report_version)]
+
+
+SEED_DISPERSION_DESCRIPTIONS = {
+    "family": "The family's KPI strategy name; its seed index 0 is the row of `kpis`.",
+    "metric": "A stitched walk-forward KPI: sharpe (bar returns × √P), total_return, max_drawdown.",
+    "n_seeds": "Seeds trained per fold (`n_seeds`), each stitched over every fold like the family itself.",
+    "std": "Sample standard deviation (ddof=1) across the seeds.",
+}
+
+
+def build_seed_dispersion_asset(experiment: ExperimentConfig, report_version: str) -> list[dg.AssetsDefinition]:
+    """`seed_dispersion`: per family with n_seeds > 1, the stitched KPIs of every seed and their mean / std / min /
+    max across seeds (crypto_assets.evaluation.seeds); none when every family trains one seed."""
+    from crypto_assets.orchestration.assets.families import SEED_PREDICTIONS_PREFIX
+
+    seeded = [p for p in experiment.models.trained if p.n_seeds > 1]
+    if not seeded:
+        return []
+    ins = {f"{SEED_PREDICTIONS_PREFIX}{p.slug}": dg.AssetIn() for p in seeded}
+    spec = fold_spec(experiment)
+    data = experiment.data
+    version = report_version + "-" + ",".join(f"{p.slug}={p.n_seeds}" for p in seeded)
+
+    @dg.asset(
+        ins={"bars": dg.AssetIn(), **ins},
+        code_version=version,
+        io_manager_key="warehouse_io",
+        group_name="reports",
+        kinds={"polars", "duckdb"},
+        description=(
+            "Seed dispersion: each seed of a family stitched over every fold like the family itself; mean / std / "
+            "min / max of its Sharpe, total return and MaxDD across seeds (seed 0 is the family in kpis)."
+        ),
+    )
+    def seed_dispersion(bars: pl.DataFrame, **seed_predictions: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        from crypto_assets.evaluation import MissingFoldsError
+        from crypto_assets.evaluation.seeds import seed_dispersion as dispersion
+        from crypto_assets.evaluation.seeds import seed_runs
+
+        spans = stitch_months(fold_windows(data.start, data_end_exclusive(data), spec), spec.step_months)
+        frames = {name.removeprefix(SEED_PREDICTIONS_PREFIX): frame for name, frame in sorted(seed_predictions.items())}
+        try:
+            per_seed = seed_runs(
+                bars,
+                frames,
+                spans,
+                cost_model(experiment),
+                capital=experiment.experiment.capital,
+                timeframe=data.timeframe,
+                lookback=cost_lookback(experiment),
+                periods_per_year=periods_per_year(data.timeframe),
+            )
+        except MissingFoldsError as exc:
+            raise dg.Failure(str(exc)) from exc
+        table = dispersion(per_seed)
+        return dg.Output(
+            table,
+            metadata={
+                "dispersion": table_metadata(table, digits=3, descriptions=SEED_DISPERSION_DESCRIPTIONS),
+                "per_seed": table_metadata(per_seed, digits=4, limit=500),
+            },
+        )
+
+    return [seed_dispersion]
