@@ -5,6 +5,8 @@ crypto-lab run --config FILE             materialize the experiment end to end: 
                                          persistent Dagster instance (storage/<experiment>/dagster_home)
                                          against the code location, so the UI lists them
                                          (`crypto-lab run --help`: --only, --folds, --skip-training)
+crypto-lab report --config FILE          (re)write the experiment's HTML dashboard from its stored tables
+crypto-lab report --compare A B ...      one HTML page comparing experiments (their config files)
 crypto-lab home --config FILE            print that instance's DAGSTER_HOME (for `export`)
 crypto-lab dagster --config FILE -- ARGS run the `dagster` CLI on the experiment's instance
 """
@@ -183,6 +185,11 @@ def _run(args: argparse.Namespace) -> int:
     reported = any(request.job == "reports" for request in plan)
     if reported or plan[0].job == "ingest":  # bars after an ingest; KPI tables only when this command refreshed them
         _print_summary(config, with_kpis=reported)
+    if any(request.job in ("reports", STRESS_JOB) for request in plan):  # the runs that render the dashboard
+        from crypto_assets.dashboard import dashboard_path
+        from crypto_assets.paths import experiment_root
+
+        print(f"\ndashboard: {dashboard_path(experiment_root(config))}")
     return 0
 
 
@@ -360,6 +367,29 @@ def _print_summary(config: ExperimentConfig, *, with_kpis: bool = True) -> None:
         print(folds)
 
 
+def _report(args: argparse.Namespace) -> int:
+    """Write one experiment's dashboard, or a page comparing several, from their stored tables (no run)."""
+    from crypto_assets.config.loader import resolve_path
+    from crypto_assets.dashboard import MissingTableError, compare, dashboard, dashboard_path, from_config, write_page
+
+    configs = [_load(path) for path in (args.compare or [args.config])]
+    try:
+        experiments = [from_config(config) for config in configs]
+        if args.compare:
+            page = compare(experiments)
+            names = "__".join(data.name for data in experiments)
+            default = resolve_path(configs[0].experiment.storage_dir) / "compare" / f"{names}.html"
+        else:
+            page = dashboard(experiments[0])
+            default = dashboard_path(experiments[0].root)
+    except (MissingTableError, ValueError) as exc:
+        print(f"crypto-lab report: {exc}", file=sys.stderr)
+        return 2
+    path = write_page(page, Path(args.out) if args.out else default)
+    print(f"{', '.join(page.sections)} ({page.charts} charts): {path}")
+    return 0
+
+
 def _home(args: argparse.Namespace) -> int:
     from crypto_assets.paths import dagster_home
 
@@ -475,6 +505,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="console level of the runs' logs and the code server (the event log keeps everything); default INFO",
     )
     run.set_defaults(handler=_run)
+
+    report = sub.add_parser(
+        "report",
+        help="write the HTML dashboard of an experiment, or one comparing experiments",
+        description=(
+            "Write a self-contained HTML page (plotly.js inlined: opens offline) from the experiments' stored "
+            "tables, without a run. --config: the experiment's dashboard, storage/<experiment>/reports/"
+            "dashboard.html (what the `report` asset of `crypto-lab run` writes). --compare: the stitched equity, "
+            "KPIs and per-fold Sharpe of several experiments side by side, by default "
+            "storage/compare/<A>__<B>.html (the first experiment's storage_dir). An experiment not yet run, or "
+            "without its report tables, is an error naming it and the table (exit 2)."
+        ),
+        epilog=(
+            "examples:\n  crypto-lab report --config configs/demo.yaml\n"
+            "  crypto-lab report --compare configs/demo.yaml configs/csv.yaml --out /tmp/compare.html"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", metavar="FILE", help="one experiment's YAML")
+    which.add_argument("--compare", nargs="+", metavar="FILE", help="two or more experiments' YAML files")
+    report.add_argument("--out", metavar="PATH", help="where to write the page (default: see above)")
+    report.set_defaults(handler=_report)
 
     home = sub.add_parser("home", help="print the experiment's DAGSTER_HOME")
     home.add_argument("--config", required=True)
