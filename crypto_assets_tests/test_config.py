@@ -82,7 +82,10 @@ def test_shipped_configs_validate(name: str) -> None:
         ),
         (
             _with(models__families=[{"type": "PPO_Agent", "net_arch": [8], "hiden": 8}]),
-            ["models.families[0].hiden: unknown key", "allowed keys here: type, total_timesteps, n_envs"],
+            [
+                "models.families[0].hiden: unknown key",
+                "allowed keys here: type, retrain, fine_tune_fraction, n_seeds, total_timesteps",
+            ],
         ),
         (_with(models__families=[{"hidden": 8}]), ["models.families[0].type: required key is missing"]),
         (

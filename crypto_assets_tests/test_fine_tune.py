@@ -6,18 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import torch
 import yaml
 from pydantic import ValidationError
 
-from crypto_assets.config import load_config
-from crypto_assets.config.schema import ExperimentConfig
-from crypto_assets.families import Artifact
+from crypto_assets.config import load_config, parse_config
+from crypto_assets.config.schema import ExperimentConfig, SyntheticSection
+from crypto_assets.families import Artifact, Context, FoldData, build_fold, compute_inputs, fit_artifact, get_family
+from crypto_assets.folds import FoldWindow, RobustZScore, fold_window_for_key
 from crypto_assets.models import default_feature_columns, train_forecaster
 from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, build_definitions
 from crypto_assets.paths import experiment_root
+from crypto_assets.sources.synthetic import SyntheticSource
 from crypto_assets.storage.warehouse import Warehouse
+from crypto_assets_tests.test_families import CONFIG, END, SPEC, START, TINY
 from crypto_assets_tests.test_model_assets import FOLDS, RANGE, run_experiment, write_config
 
 LSTM = {"type": "LSTM_Attn", "window": 8, "hidden": 4, "max_epochs": 2, "patience": 5, "max_train_samples": 400}
@@ -98,3 +102,35 @@ def test_a_family_that_cannot_warm_start_refuses_fine_tune(tmp_path: Path) -> No
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises((ValidationError, ValueError), match=r"retrain: fine_tune: Toy_Threshold cannot warm-start"):
         load_config(path)
+
+
+def test_an_agent_continues_from_the_previous_folds_policy() -> None:
+    """PPO fine-tuned on fold 2024-04 from the agent of fold 2024-03: the policy equals a warm start by hand, differs
+    from a fresh fit with the same seed, trains half the timesteps, and leaves the previous agent untouched."""
+    config = parse_config(CONFIG)
+    bars = SyntheticSource(SyntheticSection(), seed=5, anchor=START).fetch(["BTC/USDT", "ETH/USDT"], "1h", START, END)
+    features = compute_inputs(bars, "1h")
+    params = get_family("PPO_Agent").params_class.model_validate({**TINY["PPO_Agent"], "retrain": "fine_tune"})
+
+    def fold(key: str) -> tuple[FoldData, RobustZScore, FoldWindow]:
+        window = fold_window_for_key(key, SPEC)
+        in_window = pl.col("ts") < window.test_end
+        frame, scaler = build_fold(
+            features.filter(in_window), bars.filter(in_window), window, SPEC.purge_bars, SPEC.label_horizon, "1h"
+        )
+        return FoldData(key, frame, bars.filter(in_window), Context.from_experiment(config)), scaler, window
+
+    def policy(agent: object) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in agent.model.policy.state_dict().items()}  # type: ignore[attr-defined]
+
+    data3, scaler3, window3 = fold(FOLDS[0])
+    first, _ = fit_artifact(params, data3, scaler3, window3, seed=3)
+    before = policy(first.model)
+    data4, scaler4, window4 = fold(FOLDS[1])
+    tuned, _ = fit_artifact(params, data4, scaler4, window4, seed=4, init=first)
+    assert tuned.model.params.total_timesteps == TINY["PPO_Agent"]["total_timesteps"] // 2
+    assert all(torch.equal(before[k], v) for k, v in policy(first.model).items())  # the previous agent is intact
+    manual = policy(get_family("PPO_Agent").fit_warm(data4, params, 4, "cpu", first.model))
+    assert all(torch.equal(manual[k], v) for k, v in policy(tuned.model).items())
+    scratch = policy(get_family("PPO_Agent").fit(data4, params, 4, "cpu"))
+    assert not all(torch.equal(scratch[k], v) for k, v in policy(tuned.model).items())

@@ -23,6 +23,9 @@ from crypto_assets.config.schema import FamilyParams
 from crypto_assets.families.base import Family, FoldData
 
 if TYPE_CHECKING:  # the env module compiles numba kernels on import: typing only
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.vec_env import VecEnv
+
     from crypto_assets.agents.env import EnvParams, TradingEnv
     from crypto_assets.agents.trained import TrainedAgent
 
@@ -70,6 +73,11 @@ class AgentParams(FamilyParams):
         )
 
 
+def _device(params: AgentParams, device: str) -> str:
+    """The device an agent trains on: the experiment's when `use_gpu`, else the CPU (MLP policies are faster there)."""
+    return device if params.use_gpu else "cpu"
+
+
 class AgentFamily(Family):
     """A stable-baselines3 agent on the trading environment; subclasses set the class attributes and `train`."""
 
@@ -80,24 +88,66 @@ class AgentFamily(Family):
         """Train the algorithm on environments from `env_factory` (training-mode `TradingEnv`s of the train split)."""
 
     def fit(self, data: FoldData, params: Any, seed: int, device: str) -> TrainedAgent:
+        return self._train_on_fold(
+            data, params, lambda env_factory: self.train(env_factory, params, seed, _device(params, device))
+        )
+
+    def fit_warm(self, data: FoldData, params: Any, seed: int, device: str, init: TrainedAgent) -> TrainedAgent:
+        """Continue training `init` (the previous fold's agent: its policy and value / critic networks and their
+        optimizer state; an off-policy agent's replay buffer is not stored and refills from this fold) on this
+        fold's train split for ceil(`fine_tune_fraction` × `total_timesteps`) transitions, seeded with `seed` as a
+        fresh fit is. The new agent's `params.total_timesteps` is the budget it trained; `init` is left as it was."""
+        import io
+        import math
+
+        from crypto_assets.agents.trained import ALGORITHMS, train_agent
+
+        budget = params.model_copy(
+            update={"total_timesteps": math.ceil(params.fine_tune_fraction * params.total_timesteps)}
+        )
+        saved = io.BytesIO()
+        init.model.save(saved)  # a copy through SB3's own format: the previous fold's artifact stays untouched
+
+        def resume(venv: VecEnv) -> BaseAlgorithm:
+            saved.seek(0)
+            model = ALGORITHMS[params.algorithm].load(saved, env=venv, device=_device(params, device))
+            model.seed = seed
+            model.set_random_seed(seed)  # torch, numpy, the action space and the environments' episode draws
+            return model
+
+        def train(env_factory: Callable[[], TradingEnv]) -> TrainedAgent:
+            return train_agent(env_factory, budget, resume, n_envs=init.model.n_envs, seed=seed)
+
+        return self._train_on_fold(data, params, train, previous=init)
+
+    def _train_on_fold(
+        self,
+        data: FoldData,
+        params: Any,
+        train: Callable[[Callable[[], TradingEnv]], TrainedAgent],
+        previous: TrainedAgent | None = None,
+    ) -> TrainedAgent:
+        """`train` on training-mode environments of the fold's train split, at the experiment's capital and costs;
+        the agent records what its observation is made of. `previous` (warm start) must observe the same."""
         from crypto_assets.agents import EnvData, TradingEnv
 
         ctx = data.context
         costs = ctx.cost_model()
         env_params = params.env_params(initial_value=ctx.capital)  # impact and the cap depend on the capital
-        train = EnvData.from_frames(data.frame, data.bars, split="train", timeframe=ctx.timeframe)
-        agent = self.train(
-            lambda: TradingEnv(train, costs, env_params, training=True),
-            params,
-            seed,
-            device if params.use_gpu else "cpu",
-        )
+        train_data = EnvData.from_frames(data.frame, data.bars, split="train", timeframe=ctx.timeframe)
         # what the policy's observation is made of: replay on other bars must build exactly this
-        agent.inputs = {
-            "symbols": list(train.symbols),
-            "features": list(train.feature_names),
-            "benchmark": train.benchmark,
+        inputs = {
+            "symbols": list(train_data.symbols),
+            "features": list(train_data.feature_names),
+            "benchmark": train_data.benchmark,
         }
+        if previous is not None and previous.inputs != inputs:
+            raise ValueError(
+                f"cannot fine-tune: the previous fold's agent observed {previous.inputs}, this fold's train split "
+                f"gives {inputs} (a symbol listed or delisted in between: use retrain: full)"
+            )
+        agent = train(lambda: TradingEnv(train_data, costs, env_params, training=True))
+        agent.inputs = inputs
         return agent
 
     def predict(self, model: TrainedAgent, data: FoldData) -> pl.DataFrame:
@@ -148,3 +198,4 @@ class AgentFamily(Family):
         from crypto_assets.agents.trained import TrainedAgent
 
         return TrainedAgent.load(directory, device=device)
+
