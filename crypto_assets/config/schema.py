@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -421,6 +421,9 @@ class FamilyParams(StrictModel):
 
     type: str
     """The family's registered config type (`LSTM_Attn`, `CNN_LSTM`, `PPO_Agent`, ...)."""
+    stacked: ClassVar[bool] = False
+    """True for a family that learns from other families' out-of-sample predictions (`Meta_Learner`) instead of
+    fold data: it has its own fold assets and is not in `ModelsSection.trained`."""
     retrain: Literal["full", "fine_tune"] = "full"
     """`full`: every fold trains from scratch. `fine_tune`: fold k starts from fold k−1's trained model and trains
     `fine_tune_fraction` of the full budget (the first fold trains in full); the folds then run in order. Only
@@ -432,11 +435,15 @@ class FamilyParams(StrictModel):
     and backtested for the `seed_dispersion` report only. Not part of the dump: it changes no trained strategy, so
     no configuration id (the trials registry) or artifact; the fold assets' code version adds it themselves."""
 
-
     @property
     def slug(self) -> str:
         """The name of the family everywhere after the config: assets `model_<slug>`, KPI strategy `<slug>`."""
         return self.type.lower()
+
+    @property
+    def member_types(self) -> list[str]:
+        """The families a stacked family learns from (none for a family trained on fold data)."""
+        return []
 
     @model_validator(mode="after")
     def _can_fine_tune(self) -> FamilyParams:
@@ -539,7 +546,24 @@ class ModelsSection(StrictModel):
         from crypto_assets.families.registry import default_params
 
         listed = {f.type for f in self.families}
-        return [*self.families, *(default_params(m.type) for m in self.ensemble if m.type not in listed)]
+        on_folds = [f for f in self.families if not f.stacked]
+        return [*on_folds, *(default_params(m.type) for m in self.ensemble if m.type not in listed)]
+
+    @property
+    def stacked(self) -> list[FamilyParams]:
+        """The stacked families `families` lists (trained on the out-of-sample predictions of `trained` ones)."""
+        return [f for f in self.families if f.stacked]
+
+    @model_validator(mode="after")
+    def _stacked_members(self) -> ModelsSection:
+        trained = [p.type for p in self.trained]
+        for i, family in enumerate(self.families):
+            missing = [m for m in family.member_types if m not in trained]
+            if missing:
+                raise ValueError(
+                    f"families[{i}].members: {missing} are not trained by this experiment (trained: {trained})"
+                )
+        return self
 
     def params_of(self, family_type: str) -> FamilyParams:
         """The parameters `family_type` trains with (KeyError when the experiment does not train it)."""

@@ -222,7 +222,7 @@ def experiment_definitions(experiment: ExperimentConfig, strategies: Sequence[st
         )
 
     models = experiment.models
-    families = {params.slug: params.model_dump(mode="json") for params in models.trained}
+    families = {params.slug: params.model_dump(mode="json") for params in [*models.trained, *models.stacked]}
     model_inputs = {
         "features_section": experiment.features.model_dump(mode="json"),
         "sizing": models.sizing.model_dump(mode="json"),

@@ -304,8 +304,12 @@ def build_ensemble_asset(experiment: ExperimentConfig) -> dg.AssetsDefinition:
 
 def build_family_assets(experiment: ExperimentConfig) -> FamilyAssets:
     """The fold assets of every family `models.families` lists or the ensemble needs, and the ensemble."""
+    from crypto_assets.orchestration.assets.meta_learner import build_meta_learner_assets  # it imports this module
+
     trained = [build_family_asset(experiment, params) for params in experiment.models.trained]
     strategies = [dg.AssetKey(f"{PREDICTIONS_PREFIX}{params.slug}") for params in experiment.models.trained]
+    stacked, stacked_strategies = build_meta_learner_assets(experiment)
     return FamilyAssets(
-        assets=[*trained, build_ensemble_asset(experiment)], strategies=[*strategies, dg.AssetKey(ENSEMBLE)]
+        assets=[*trained, build_ensemble_asset(experiment), *stacked],
+        strategies=[*strategies, dg.AssetKey(ENSEMBLE), *stacked_strategies],
     )
