@@ -8,6 +8,10 @@
   [startTime, endTime];
 - `GET /api/v3/time`, `GET /api/v3/ping`.
 
+A `clock` (a callable returning a UTC-aware "now") makes it publish bars only once they have closed
+(open time + timeframe ≤ now), like a live exchange serving closed candles: a test advances the clock to
+publish the next bar (the paper ledger's tests). Without one every recorded bar is served.
+
 Tests queue faults (`status`, `slow`, `short_page`, `duplicate_rows`, `garbage_row`, `edit_rows`,
 `empty_page`, `skip_rows`, `truncated_json`, `html_page`) that the next matching requests get instead of
 (or on top of) the normal answer, and read back every request in `requests`. A fault made with
@@ -284,14 +288,17 @@ class RecordedRequest:
 class LocalExchange:
     """Binance-spot look-alike on 127.0.0.1 (random port), serving `bars` (RAW_SCHEMA, symbols as
     `BASE/QUOTE`) at `timeframe`; `bars` may also map timeframe → frame. `extra_symbols` are listed
-    in exchangeInfo without bars. Use as a context manager, or `start()` / `stop()`."""
+    in exchangeInfo without bars; with a `clock`, only bars closed by `clock()` are served. Use as a context
+    manager, or `start()` / `stop()`."""
 
     def __init__(
         self,
         bars: pl.DataFrame | Mapping[str, pl.DataFrame],
         timeframe: str = "1h",
         extra_symbols: tuple[str, ...] = (),
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
+        self._clock = clock
         frames = dict(bars) if isinstance(bars, Mapping) else {timeframe: bars}
         self._series: dict[tuple[str, str], _Series] = {}
         symbols: set[str] = set(extra_symbols)
@@ -406,6 +413,9 @@ class LocalExchange:
         limit = max(1, min(limit, MAX_LIMIT))
         series = self._series.get((symbol_id, interval), _Series())
         hi = len(series.ts) if end is None else bisect.bisect_right(series.ts, end)
+        if self._clock is not None:  # publish closed bars only: open time + interval <= now
+            now_ms = int(self._clock().timestamp() * 1000)
+            hi = min(hi, bisect.bisect_right(series.ts, now_ms - timeframe_ms(interval)))
         if start is None:  # Binance serves the most recent bars when no start is given
             lo = max(0, hi - limit)
         else:
@@ -476,9 +486,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def running_exchange(
-    bars: pl.DataFrame | Mapping[str, pl.DataFrame], timeframe: str = "1h", extra_symbols: tuple[str, ...] = ()
+    bars: pl.DataFrame | Mapping[str, pl.DataFrame],
+    timeframe: str = "1h",
+    extra_symbols: tuple[str, ...] = (),
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> Iterator[LocalExchange]:
     """`with running_exchange(bars) as ex: CcxtSource("binance", settings, api_url=ex.url)`."""
-    exchange = LocalExchange(bars, timeframe, extra_symbols)
+    exchange = LocalExchange(bars, timeframe, extra_symbols, clock)
     with exchange:
         yield exchange
