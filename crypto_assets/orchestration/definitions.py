@@ -9,17 +9,19 @@ from crypto_assets.ingestion.scope import data_only_note
 from crypto_assets.orchestration.assets.backtests import build_backtest_assets
 from crypto_assets.orchestration.assets.baselines import build_baseline_assets
 from crypto_assets.orchestration.assets.common import fold_spec
+from crypto_assets.orchestration.assets.dashboard import build_dashboard_asset
 from crypto_assets.orchestration.assets.families import build_family_assets
 from crypto_assets.orchestration.assets.features import build_feature_assets
 from crypto_assets.orchestration.assets.folds import build_fold_assets
 from crypto_assets.orchestration.assets.ingestion import build_ingestion_assets
 from crypto_assets.orchestration.assets.live import build_live_assets
+from crypto_assets.orchestration.assets.paper import build_paper_asset
 from crypto_assets.orchestration.assets.reports import build_report_assets
 from crypto_assets.orchestration.assets.stress import build_stress_assets
 from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
 from crypto_assets.orchestration.resources import DataSourceResource, TorchDeviceResource, WarehouseResource
-from crypto_assets.orchestration.schedules import build_ingest_schedule
+from crypto_assets.orchestration.schedules import build_ingest_schedule, build_paper_schedule
 from crypto_assets.paths import experiment_root
 
 INGEST_JOB = "ingest"
@@ -27,14 +29,16 @@ FOLDS_JOB = "folds"
 REPORTS_JOB = "reports"
 LIVE_JOB = "live"
 STRESS_JOB = "stress"
+PAPER_JOB = "paper"
 
 
 def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     """Three jobs, one per partitions definition (the CLI cannot mix them in one selection):
     `ingest` (monthly data: raw_ohlcv → bars → features), `folds` (per fold: datasets, baselines,
     trained models, ensemble, backtests) and `reports` (unpartitioned: walk-forward equity, KPI tables, trials);
-    `live` when the experiment has a live fold, and `stress` (unpartitioned, after the folds: stress paths and every
-    stored strategy replayed on them) when `stress.enabled` and a scenario is on.
+    `live` when the experiment has a live fold, with `paper` (monthly: the live models traded forward into the
+    append-only paper ledger, and its `paper_trade` schedule), and `stress` (unpartitioned, after the folds: stress
+    paths and every stored strategy replayed on them) when `stress.enabled` and a scenario is on.
 
     A data-only experiment (a fixed span shorter than one fold) gets only `ingest` and its monthly assets:
     the note saying so is in the job's description and the definitions' metadata (`data_only`)."""
@@ -59,14 +63,21 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         # No fold can ever exist: keep the monthly data assets (raw_ohlcv, bars, features), drop the rest.
         research = [asset for asset in research if asset.partitions_def == months]
         live = []
+    # The live fold's strategies traded forward (DESIGN.md §6.5): monthly like the data, in its own job.
+    paper_asset = build_paper_asset(experiment) if live else None
+    paper = [paper_asset] if paper_asset is not None else []
     # Unpartitioned like the reports, but their own job: they read the stored fold artifacts, after the folds.
     stress = [] if data_only else build_stress_assets(experiment)
+    # The dashboard renders what exists: in the reports job, and again in the stress job after stress_kpis.
+    report = [] if data_only else [build_dashboard_asset(experiment, stress)]
+    research = [*research, *report]
     by_partitions: dict[str, list[dg.AssetsDefinition]] = {
         INGEST_JOB: [],
         FOLDS_JOB: [],
         REPORTS_JOB: [],
         LIVE_JOB: live,
-        STRESS_JOB: stress,
+        PAPER_JOB: paper,
+        STRESS_JOB: [*stress, *report] if stress else [],
     }
     for asset in [*ingestion, *research]:
         if asset.partitions_def == months:
@@ -79,9 +90,15 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         INGEST_JOB: "raw_ohlcv → bars → features for the selected months (one run for a whole range)."
         + (f" Note: {note}." if note else ""),
         FOLDS_JOB: "One walk-forward fold: dataset, strategy weights, backtests.",
-        REPORTS_JOB: "Stitched walk-forward equity and the KPI, regime and trial tables over all folds.",
+        REPORTS_JOB: (
+            "Stitched walk-forward equity and the KPI, regime and trial tables over all folds; the HTML dashboard."
+        ),
         LIVE_JOB: "The live fold of a month: every family trained on the train_months before it, its decisions in it.",
-        STRESS_JOB: "Stress paths per scenario × seed and every stored fold strategy and baseline replayed on them.",
+        PAPER_JOB: "Paper trading of a month: its live models traded forward on closed bars, appended to the ledger.",
+        STRESS_JOB: (
+            "Stress paths per scenario × seed and every stored fold strategy and baseline replayed on them; the "
+            "dashboard again, with its stress section."
+        ),
     }
     jobs = [
         dg.define_asset_job(
@@ -92,6 +109,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
                 FOLDS_JOB: folds,
                 REPORTS_JOB: None,
                 LIVE_JOB: months,
+                PAPER_JOB: months,
                 STRESS_JOB: None,
             }[name],
             description=descriptions[name],
@@ -104,9 +122,12 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         if assets or name == INGEST_JOB
     ]
     return dg.Definitions(
-        assets=[*ingestion, *research, *live, *stress],
+        assets=[*ingestion, *research, *live, *paper, *stress],
         jobs=jobs,
-        schedules=[build_ingest_schedule(experiment, jobs[0])],
+        schedules=[
+            build_ingest_schedule(experiment, jobs[0]),
+            *(build_paper_schedule(experiment, job) for job in jobs if job.name == PAPER_JOB),
+        ],
         metadata={"data_only": note} if note else None,
         resources={
             "warehouse_io": WarehouseIOManager.for_experiment(experiment),

@@ -6,7 +6,10 @@ import dagster as dg
 
 from crypto_assets.config import ExperimentConfig
 from crypto_assets.ingestion.coverage import catch_up_window
+from crypto_assets.orchestration.assets.live import LIVE_MODEL_PREFIX
+from crypto_assets.orchestration.assets.paper import PAPER_ASSET
 from crypto_assets.orchestration.partitions import data_partitions
+from crypto_assets.paths import experiment_root
 from crypto_assets.timeframes import parse_duration, timeframe_delta
 
 SCHEDULE_NAME = "ingest_missing_bars"
@@ -76,3 +79,46 @@ def build_ingest_schedule(
         return dg.RunRequest(run_key=run_key, run_config=run_config, tags=tags)
 
     return ingest_missing_bars
+
+
+PAPER_SCHEDULE_NAME = "paper_trade"
+
+
+def build_paper_schedule(
+    experiment: ExperimentConfig, paper_job: dg.UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition:
+    """Every bar, a few minutes past its close: the current month's `paper_ledger` as of the tick (it trades every
+    bar closed since its last run). Skips while the month has no live model yet (the `live` job trains it)."""
+    data = experiment.data
+    live = data.source_kind == "ccxt" and data.end is None
+    partitions = data_partitions(data)
+    artifacts = experiment_root(experiment) / "artifacts"
+    slugs = [params.type.lower() for params in experiment.models.trained]
+
+    @dg.schedule(
+        name=PAPER_SCHEDULE_NAME,
+        cron_schedule=_CRON_BY_TIMEFRAME[data.timeframe],
+        execution_timezone="UTC",
+        job=paper_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING if live else dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            f"Every {data.timeframe} bar: paper-trade the current month's live models on the bars closed by the "
+            "tick (paper_ledger; a missed tick is caught up by the next one)."
+        ),
+    )
+    def paper_trade(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        now = context.scheduled_execution_time
+        keys = partitions.get_partition_keys(current_time=now)
+        month = f"{now:%Y-%m}-01"
+        if month not in keys:
+            return dg.SkipReason(f"{month} is outside the configured data span")
+        missing = [s for s in slugs if not (artifacts / f"{LIVE_MODEL_PREFIX}{s}" / month).is_dir()]
+        if missing:
+            return dg.SkipReason(f"no live model for {month} yet ({', '.join(missing)}): run the live job for {month}")
+        return dg.RunRequest(
+            run_key=f"paper@{now:%Y-%m-%dT%H:%M}",
+            partition_key=month,
+            run_config={"ops": {PAPER_ASSET: {"config": {"as_of": now.isoformat()}}}},
+        )
+
+    return paper_trade
