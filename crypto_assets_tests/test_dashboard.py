@@ -184,8 +184,15 @@ def test_missing_experiment_or_table_is_named(tmp_path: Path) -> None:
         _load(tmp_path / "ghost", "ghost")
     root = tmp_path / "partial"
     Warehouse(root).write_partition("kpis", _kpis())
+    page = dashboard(_load(root, "partial"))  # what exists is shown, what is missing is said
+    assert list(page.sections) == ["kpis", "fold_sharpe", "costs"]
+    assert "Not computed yet: walk_forward_equity (run the reports job)" in page.html
     with pytest.raises(MissingTableError, match="'partial': no `walk_forward_equity` table"):
-        dashboard(_load(root, "partial"))
+        compare([_load(root, "partial"), _load(_experiment(tmp_path / "b", full=False), "b")])
+    empty = tmp_path / "empty"
+    Warehouse(empty).write_partition("bars", _bars(np.random.default_rng(1)))
+    with pytest.raises(MissingTableError, match="'empty': no `walk_forward_equity` table"):
+        dashboard(_load(empty, "empty"))
 
 
 def test_write_page_replaces_the_file_atomically(tmp_path: Path) -> None:

@@ -17,7 +17,14 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.dashboard.data import ExperimentData
-from crypto_assets.dashboard.sections import SECTIONS, Section, equity_section, fold_sharpe_section, kpi_frame
+from crypto_assets.dashboard.sections import (
+    REPORT_TABLES,
+    SECTIONS,
+    Section,
+    equity_section,
+    fold_sharpe_section,
+    kpi_frame,
+)
 
 DASHBOARD_FILE = "dashboard.html"
 REPORTS_DIR = "reports"
@@ -48,9 +55,14 @@ class Page:
 
 
 def dashboard(data: ExperimentData) -> Page:
-    """The experiment's dashboard: every section it has data for (`sections.SECTIONS`)."""
-    shown = [section for _, build in SECTIONS if (section := build(data)) is not None]
-    return _page(f"{data.name}: research dashboard", shown)
+    """The experiment's dashboard: every section it has data for (`sections.SECTIONS`); a page with none is an
+    error naming the report tables."""
+    shown = [section for build in SECTIONS if (section := build(data)) is not None]
+    missing = [table for table in REPORT_TABLES if data.table(table) is None]
+    if not shown:
+        data.require(missing[0])
+    note = f"Not computed yet: {', '.join(missing)} (run the reports job). " if missing else ""
+    return _page(f"{data.name}: research dashboard", shown, note)
 
 
 def compare(experiments: Sequence[ExperimentData]) -> Page:
@@ -73,14 +85,14 @@ def compare(experiments: Sequence[ExperimentData]) -> Page:
     table = Section("kpis", "KPIs and verdict (stitched walk-forward)")
     table.table(kpi_frame(kpis))
     shown = [
-        equity_section(combined("walk_forward_equity").select("strategy", "ts", "equity"), [], "Equity and drawdown"),
+        equity_section(combined("walk_forward_equity").select("strategy", "ts", "equity"), []),
         table,
         *(s for s in [fold_sharpe_section(kpis)] if s is not None),
     ]
     return _page(f"Compare: {', '.join(names)}", shown)
 
 
-def _page(title: str, sections: list[Section]) -> Page:
+def _page(title: str, sections: list[Section], note: str = "") -> Page:
     from plotly.offline import get_plotlyjs
 
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
@@ -96,7 +108,8 @@ def _page(title: str, sections: list[Section]) -> Page:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
         f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f'<body><h1>{html.escape(title)}</h1><p class="note">generated {generated}</p><nav>{nav}</nav>{body}'
+        f'<body><h1>{html.escape(title)}</h1><p class="note">{html.escape(note)}generated {generated}</p>'
+        f"<nav>{nav}</nav>{body}"
         "</body></html>"
     )
     return Page(html=page, sections={s.key: s.charts for s in sections})

@@ -112,7 +112,7 @@ def fold_keys(data: ExperimentData) -> list[str]:
     return [] if kpis is None else sorted(set(kpis.filter(pl.col("scope") != STITCHED)["scope"].to_list()))
 
 
-def equity_section(equity: pl.DataFrame, folds: Sequence[str], title: str) -> Section:
+def equity_section(equity: pl.DataFrame, folds: Sequence[str], title: str = "Equity and drawdown") -> Section:
     """Stitched equity (log scale) and drawdown per strategy; dotted lines where a fold's months begin."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -184,13 +184,16 @@ def kpi_frame(kpis: pl.DataFrame) -> pl.DataFrame:
     return stitched.select([c for c in KPI_TABLE_COLUMNS if c in stitched.columns]).sort("sharpe", descending=True)
 
 
-def kpi_section(data: ExperimentData) -> Section:
+def kpi_section(data: ExperimentData) -> Section | None:
+    kpis = data.table("kpis")
+    if kpis is None:
+        return None
     section = Section("kpis", "KPIs and verdict (stitched walk-forward)")
     section.note = (
         "Verdict: max drawdown ≤ limit, Sharpe ≥ min_sharpe and DSR ≥ min_dsr over the N configurations of the "
         "trials registry (PSR when N = 1). Sharpe is annualised 24/7 (never 252)."
     )
-    section.table(kpi_frame(data.require("kpis")))
+    section.table(kpi_frame(kpis))
     return section
 
 
@@ -520,18 +523,25 @@ def paper_section(data: ExperimentData) -> Section | None:
     return section
 
 
-SECTIONS: tuple[tuple[str, Callable[[ExperimentData], Section | None]], ...] = (
-    ("equity", lambda d: equity_section(d.require("walk_forward_equity"), fold_keys(d), "Equity and drawdown")),
-    ("kpis", kpi_section),
-    ("fold_sharpe", lambda d: fold_sharpe_section(d.require("kpis"))),
-    ("monthly", lambda d: monthly_section(d.require("walk_forward_equity"))),
-    ("regimes", regime_section),
-    ("costs", lambda d: cost_section(d.require("kpis"))),
-    ("trades", lambda d: None if (t := d.table("walk_forward_trades")) is None else trade_section(t)),
-    ("training", training_section),
-    ("calibration", calibration_section),
-    ("stress", stress_section),
-    ("sweep", sweep_section),
-    ("paper", paper_section),
+def _with(table: str, build: Callable[[pl.DataFrame], Section | None]) -> Callable[[ExperimentData], Section | None]:
+    """A builder of one table's section, None when the experiment has no such table (yet)."""
+    return lambda data: None if (frame := data.table(table)) is None else build(frame)
+
+
+SECTIONS: tuple[Callable[[ExperimentData], Section | None], ...] = (
+    lambda d: None if (e := d.table("walk_forward_equity")) is None else equity_section(e, fold_keys(d)),
+    kpi_section,
+    _with("kpis", fold_sharpe_section),
+    _with("walk_forward_equity", monthly_section),
+    regime_section,
+    _with("kpis", cost_section),
+    _with("walk_forward_trades", trade_section),
+    training_section,
+    calibration_section,
+    stress_section,
+    sweep_section,
+    paper_section,
 )
 """Every section in page order; the page shows those whose builder returns one."""
+REPORT_TABLES = ("walk_forward_equity", "kpis")
+"""The reports job's tables most sections read: the page says so when they are missing."""
