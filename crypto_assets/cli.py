@@ -55,9 +55,10 @@ def _validate_config(args: argparse.Namespace) -> int:
     return 0
 
 
-STAGES = ("data", "folds", "reports", "stress", "live")
+STAGES = ("data", "folds", "reports", "stress", "live", "paper")
 LIVE_JOB = "live"  # = orchestration.definitions.LIVE_JOB, the live fold (DESIGN.md §6.2), when the experiment has one
 STRESS_JOB = "stress"  # = orchestration.definitions.STRESS_JOB (DESIGN.md §6.3), when a stress scenario is enabled
+PAPER_JOB = "paper"  # = orchestration.definitions.PAPER_JOB, the paper ledger (DESIGN.md §6.5), with the live fold
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 CANCEL_WAIT_S = 120.0  # default wait for a canceled run to stop by itself (CRYPTO_LAB_CANCEL_WAIT_S overrides)
 
@@ -86,6 +87,10 @@ def _stages(args: argparse.Namespace, *, data_only: str | None, jobs: set[str]) 
     if "live" in chosen and LIVE_JOB not in jobs:
         raise UsageError(
             f"--only live: this experiment's definitions have no `{LIVE_JOB}` job (jobs: {', '.join(sorted(jobs))})"
+        )
+    if "paper" in chosen and PAPER_JOB not in jobs:
+        raise UsageError(
+            f"--only paper: this experiment's definitions have no `{PAPER_JOB}` job (jobs: {', '.join(sorted(jobs))})"
         )
     if "stress" in chosen and STRESS_JOB not in jobs:
         raise UsageError(
@@ -157,6 +162,11 @@ def _plan(
         live = defs.resolve_job_def(LIVE_JOB).partitions_def
         key = live.get_last_partition_key() if live is not None else None
         plan.append(RunRequest(LIVE_JOB, f"live fold {key}", {"dagster/partition": key} if key else {}))
+    if "paper" in stages:
+        paper = defs.resolve_job_def(PAPER_JOB).partitions_def
+        key = paper.get_last_partition_key() if paper is not None else None
+        what = f"paper ledger {key}: the live models traded forward on the bars closed by now"
+        plan.append(RunRequest(PAPER_JOB, what, {"dagster/partition": key} if key else {}))
     return plan
 
 
@@ -444,6 +454,8 @@ examples:
                                                                     models (e.g. after changing costs)
   crypto-lab run --config configs/demo.yaml --only reports          recompute the tables from stored folds
   crypto-lab run --config configs/demo.yaml --only stress           stress paths and replays of the stored folds
+  crypto-lab run --config configs/binance.yaml --only live,paper    train this month's live models, paper-trade
+                                                                    every bar closed so far (then: the schedule)
   crypto-lab run --config configs/demo.yaml --log-level WARNING     quieter console
 
 exit codes: 0 done, 1 a run failed, 2 bad option or config (or data that differs from what the experiment
@@ -478,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
             "every month in one run), folds (one run per fold), reports (walk-forward equity and the KPI, "
             "regime and trial tables from the stored folds), stress (stress paths and every stored fold strategy "
             f"replayed on them, when a scenario is on), live (the `{LIVE_JOB}` job's newest month, when "
-            "the experiment defines it; never part of the default). Default: data,folds,reports,stress "
+            "the experiment defines it; never part of the default), paper (the `paper` job's newest month: its live "
+            "models traded forward on the bars closed by now, appended to the paper ledger; after live; never part "
+            "of the default). Default: data,folds,reports,stress "
             "(data,folds with --folds)"
         ),
     )

@@ -439,3 +439,19 @@ def test_a_fixed_data_end_in_the_past_reports_no_bars_after_it_and_writes_nothin
     note = str(materialization.metadata["note"].value)
     assert note.startswith("no bars after data.end (2024-04-30)")
     assert not (experiment_root(config) / "warehouse" / "paper_ledger").exists()
+
+
+def test_crypto_lab_run_only_paper_plans_the_newest_month_after_live(tmp_path: Path) -> None:
+    from crypto_assets import cli
+    from crypto_assets.orchestration import definitions
+
+    assert cli.PAPER_JOB == definitions.PAPER_JOB  # cli keeps its own copy: `validate-config` imports no dagster
+    config_path = write_experiment(tmp_path, "http://127.0.0.1:9", end="2024-04-30")
+    config = load_config(config_path)
+    defs = definitions.build_definitions(config)
+    args = cli.build_parser().parse_args(["run", "--config", str(config_path), "--only", "paper,live"])
+    plan = cli._plan(args, config, defs, None)
+    assert [(r.job, dict(r.tags)) for r in plan] == [
+        (cli.LIVE_JOB, {"dagster/partition": MONTH}),
+        (cli.PAPER_JOB, {"dagster/partition": MONTH}),
+    ]
