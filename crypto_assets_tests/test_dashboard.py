@@ -21,6 +21,7 @@ from crypto_assets.dashboard import (
     write_page,
 )
 from crypto_assets.dashboard.sections import TRADE_ROWS, kpi_frame
+from crypto_assets.paper import LEDGER_SCHEMA, PaperLedgerStore
 from crypto_assets.storage.warehouse import Warehouse
 
 STRATEGIES = ["buy_and_hold_btc", "lstm_attn"]
@@ -193,6 +194,29 @@ def test_missing_experiment_or_table_is_named(tmp_path: Path) -> None:
     Warehouse(empty).write_partition("bars", _bars(np.random.default_rng(1)))
     with pytest.raises(MissingTableError, match="'empty': no `walk_forward_equity` table"):
         dashboard(_load(empty, "empty"))
+
+
+def test_sweep_and_paper_sections_when_their_tables_exist(tmp_path: Path) -> None:
+    root = _experiment(tmp_path, full=False)
+    sweep = pl.DataFrame({"trial": [0, 1, 2], "family": "LSTM_Attn", "state": "complete",
+                          "objective_sharpe": [0.2, 1.5, -0.3], "fold_sharpes": [[0.1], [1.0], [-0.2]],
+                          "params": ['{"hidden": 8}', '{"hidden": 16}', '{"hidden": 32}']})  # fmt: skip
+    Warehouse(root).write_partition("sweep", sweep)
+    n = 24 * 10
+    equity = 100_000 * np.cumprod(1 + np.random.default_rng(3).normal(0.001, 0.005, n))
+    ledger = pl.DataFrame(
+        {"experiment": "exp", "strategy": "lstm_attn", "month": "2024-04-01", "symbol": "BTC/USDT",
+         "ts": TS[:n], "watermark": TS[:n], "equity": equity, "return": np.r_[0.0, equity[1:] / equity[:-1] - 1]},
+    ).with_columns(pl.lit(None).alias(c) for c in LEDGER_SCHEMA if c not in ("experiment", "strategy", "month", "symbol", "ts", "watermark", "equity", "return"))  # fmt: skip
+    PaperLedgerStore(root / "warehouse").append(ledger.select(list(LEDGER_SCHEMA)).cast(LEDGER_SCHEMA))
+    page = dashboard(_load(root))
+    assert list(page.sections)[-2:] == ["sweep", "paper"] and page.sections["sweep"] == page.sections["paper"] == 1
+    sweep_rows = re.findall(r"<tr><td>(\d)</td><td>LSTM_Attn</td>", page.html)
+    assert sweep_rows == ["1", "0", "2"]  # best objective first; the list column left out of the table
+    paper = re.search(r'<section id="paper">.*?</section>', page.html, re.DOTALL)
+    assert (
+        paper is not None and "psr_vs_backtest" in paper.group(0) and "<td>lstm_attn</td><td>240</td>" in paper.group(0)
+    )
 
 
 def test_write_page_replaces_the_file_atomically(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ MAX_POINTS = 1500
 TRADE_ROWS = 200
 """The trade list shows the newest trades (a year of hourly trading can hold thousands)."""
 SWEEP_ROWS = 100
+SWEEP_OBJECTIVE = "objective_sharpe"  # the `sweep` table's objective column (crypto_assets.sweeps.driver)
 PAPER_ROLLING_SHARPE = "7d"  # = orchestration.assets.paper.ROLLING_SHARPE, the paper_ledger asset's window
 HIGH_VOL_BEAR = ("bear", "high")
 KPI_TABLE_COLUMNS = (
@@ -481,12 +482,30 @@ def stress_section(data: ExperimentData) -> Section | None:
 
 
 def sweep_section(data: ExperimentData) -> Section | None:
+    """The sweep's trials (crypto_assets.sweeps): objective per trial by family, best first in the table."""
+    import plotly.graph_objects as go
+
     sweep = data.table("sweep")
     if sweep is None:
         return None
     section = Section("sweep", "Hyper-parameter sweep")
+    if {"trial", SWEEP_OBJECTIVE} <= set(sweep.columns):
+        families = sweep.with_columns(
+            pl.col("family") if "family" in sweep.columns else pl.lit("trials").alias("family")
+        )
+        figure = go.Figure()
+        for (family,), group in families.sort("family", "trial").group_by("family", maintain_order=True):
+            hover = group["params"] if "params" in group.columns else None
+            figure.add_trace(
+                go.Scatter(x=group["trial"], y=group[SWEEP_OBJECTIVE], mode="markers", name=str(family), text=hover)
+            )
+        figure.update_layout(
+            title="Objective per trial (walk-forward Sharpe on the sweep's folds)", xaxis_title="trial"
+        )
+        section.chart(figure)
+        sweep = sweep.sort(SWEEP_OBJECTIVE, descending=True, nulls_last=True)
     plain = sweep.select([c for c, t in sweep.schema.items() if not isinstance(t, (pl.List, pl.Struct))])
-    section.table(plain.head(SWEEP_ROWS), f"{min(SWEEP_ROWS, sweep.height)} of {sweep.height} sweep rows")
+    section.table(plain.head(SWEEP_ROWS), f"{min(SWEEP_ROWS, sweep.height)} of {sweep.height} trials")
     return section
 
 
