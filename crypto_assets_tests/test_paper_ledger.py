@@ -353,22 +353,13 @@ def write_experiment(tmp_path: Path, api_url: str, end: str | None) -> Path:
     return path
 
 
-def place_live_model(artifact: Artifact, config_path: Path) -> Path:
-    """What `live` leaves behind for April: the live model in the model IO manager's layout."""
-    from crypto_assets.orchestration.io_managers import ARTIFACT_CLASS_FILE
-    from crypto_assets.paths import experiment_root
-
-    target = experiment_root(load_config(config_path)) / "artifacts" / "live_model_toy_threshold" / MONTH
-    artifact.save(target)
-    (target / ARTIFACT_CLASS_FILE).write_text("crypto_assets.families.base:Artifact")
-    return target
-
-
-def test_paper_job_and_schedule_trade_the_live_model_forward(
-    recorded: pl.DataFrame, live: tuple[Artifact, str], tmp_path: Path
+def test_ingest_live_then_the_paper_schedule_trade_the_live_model_forward(
+    recorded: pl.DataFrame, tmp_path: Path
 ) -> None:
+    """The whole chain through Dagster on the local exchange: ingest Jan-Apr and train April's live model as of
+    03:00, then the paper_trade schedule's ticks (a re-run, an outage) append exactly the closed bars."""
     from crypto_assets.orchestration.assets.paper import PAPER_ASSET
-    from crypto_assets.orchestration.definitions import PAPER_JOB, build_definitions
+    from crypto_assets.orchestration.definitions import INGEST_JOB, LIVE_JOB, PAPER_JOB, build_definitions
     from crypto_assets.orchestration.schedules import PAPER_SCHEDULE_NAME
     from crypto_assets.paths import experiment_root
     from crypto_assets.storage.warehouse import Warehouse
@@ -388,8 +379,9 @@ def test_paper_job_and_schedule_trade_the_live_model_forward(
         )
         skipped = schedule.evaluate_tick(tick)
         assert not skipped.run_requests and "no live model for 2024-04-01" in str(skipped.skip_message)
-        digest = artifact_digest(place_live_model(live[0], config_path))
         store = PaperLedgerStore(Warehouse(experiment_root(config)).tables_dir)
+        as_of = {"config": {"as_of": hours(3).isoformat()}}
+        months = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": MONTH}
 
         def run(request: dg.RunRequest, instance: dg.DagsterInstance) -> dict[str, object]:
             result = job.execute_in_process(
@@ -400,6 +392,12 @@ def test_paper_job_and_schedule_trade_the_live_model_forward(
             return {k: v.value for k, v in materialization.metadata.items()}
 
         with dg.DagsterInstance.ephemeral() as instance:
+            ingest = defs.resolve_job_def(INGEST_JOB)
+            run_config = {"ops": {"raw_ohlcv": as_of, "bars": as_of}}
+            assert ingest.execute_in_process(instance=instance, tags=months, run_config=run_config).success
+            assert defs.resolve_job_def(LIVE_JOB).execute_in_process(instance=instance, partition_key=MONTH).success
+            live_model = experiment_root(config) / "artifacts" / "live_model_toy_threshold" / MONTH
+            digest = artifact_digest(live_model)
             (request,) = schedule.evaluate_tick(tick).run_requests or []
             assert request.partition_key == MONTH
             first = run(request, instance)
@@ -421,16 +419,13 @@ def test_paper_job_and_schedule_trade_the_live_model_forward(
         assert record.data["max_abs_gap"] == 0.0 and record.data["backtest_source"] == "replay"
 
 
-def test_a_fixed_data_end_in_the_past_reports_no_bars_after_it_and_writes_nothing(
-    live: tuple[Artifact, str], tmp_path: Path
-) -> None:
+def test_a_fixed_data_end_in_the_past_reports_no_bars_after_it_and_writes_nothing(tmp_path: Path) -> None:
     from crypto_assets.orchestration.assets.paper import PAPER_ASSET
     from crypto_assets.orchestration.definitions import PAPER_JOB, build_definitions
     from crypto_assets.paths import experiment_root
 
     config_path = write_experiment(tmp_path, "http://127.0.0.1:9", end="2024-04-30")  # never reached
     config = load_config(config_path)
-    place_live_model(live[0], config_path)
     defs = build_definitions(config)
     with dg.DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def(PAPER_JOB).execute_in_process(instance=instance, partition_key=MONTH)
