@@ -204,33 +204,29 @@ def test_replay_equals_the_stored_weights(case: tuple[pl.DataFrame, dict[str, pl
 
 
 def test_config_members_must_be_trained_and_the_meta_learner_is_stacked() -> None:
-    base = {
-        "experiment": {"name": "meta"},
-        "data": {"tickers": SYMBOLS, "start": "2024-01-01", "end": "2024-04-30"},
-        "models": {
-            "families": [{"type": "Meta_Learner", "members": ["LSTM_Attn", "PPO_Agent"]}],
-            "ensemble": [{"type": "LSTM_Attn", "weight": 0.4}, {"type": "PPO_Agent", "weight": 0.6}],
-        },
-    }
-    models = parse_config(base).models
-    assert [p.type for p in models.trained] == ["LSTM_Attn", "PPO_Agent"]
+    meta = {"type": "Meta_Learner", "members": ["LSTM_Attn", "PPO_Agent"]}
+
+    def config(**changes: Any) -> dict[str, Any]:
+        return {
+            "experiment": {"name": "meta"},
+            "data": {"tickers": SYMBOLS, "start": "2024-01-01", "end": "2024-04-30"},
+            "models": {
+                "families": [{**meta, **changes}],
+                "ensemble": [{"type": "LSTM_Attn", "weight": 0.4}, {"type": "PPO_Agent", "weight": 0.6}],
+            },
+        }
+
+    models = parse_config(config()).models
+    assert [p.type for p in models.trained] == ["LSTM_Attn", "PPO_Agent"]  # the stacked family is not fold-trained
     assert [p.type for p in models.stacked] == ["Meta_Learner"]
-    bad = {
-        **base,
-        "models": {**base["models"], "families": [{"type": "Meta_Learner", "members": ["LSTM_Attn", "CNN_LSTM"]}]},
-    }
-    with pytest.raises(ConfigError, match=r"families\[0\]\.members.*CNN_LSTM"):
-        parse_config(bad)
-    with pytest.raises(ConfigError, match="min_history_folds"):
-        parse_config(
-            {
-                **base,
-                "models": {
-                    **base["models"],
-                    "families": [{**base["models"]["families"][0], "min_history_folds": 5, "history_folds": 3}],
-                },
-            }
-        )
+    with pytest.raises(ConfigError, match=r"models.families\[0\].members: \['CNN_LSTM'\] are not trained"):
+        parse_config(config(members=["LSTM_Attn", "CNN_LSTM"]))
+    with pytest.raises(ConfigError, match="n_seeds: the meta-learner trains one seed"):
+        parse_config(config(n_seeds=2))
+    with pytest.raises(ConfigError, match=r"min_history_folds \(5\) must be <= history_folds \(3\)"):
+        parse_config(config(min_history_folds=5, history_folds=3))
+    with pytest.raises(ConfigError, match="votes: weights must sum to 1"):
+        parse_config(config(votes={"LSTM_Attn": 0.5, "PPO_Agent": 0.6}))
 
 
 # ------------------------------------------------------------------------------------------------ Dagster

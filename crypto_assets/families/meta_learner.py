@@ -88,6 +88,8 @@ class MetaLearnerParams(FamilyParams):
         unknown = [m for m in self.members if m not in types]
         if unknown:
             raise ValueError(f"members: unknown model families {unknown}; allowed: {', '.join(types)}")
+        if self.n_seeds != 1:
+            raise ValueError("n_seeds: the meta-learner trains one seed per fold (its members may train several)")
         if self.min_history_folds > self.history_folds:
             raise ValueError(
                 f"min_history_folds ({self.min_history_folds}) must be <= history_folds ({self.history_folds})"
