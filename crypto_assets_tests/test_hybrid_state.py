@@ -3,18 +3,34 @@ cross-fitting, crypto_assets.models.cross_fit)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
+from crypto_assets.config import load_config, parse_config
 from crypto_assets.config.schema import SyntheticSection
-from crypto_assets.families import build_fold, compute_inputs
-from crypto_assets.folds import fold_window_for_key
+from crypto_assets.evaluation import order_rows
+from crypto_assets.families import (
+    Context,
+    FoldData,
+    build_fold,
+    compute_inputs,
+    fit_artifact,
+    get_family,
+    replay,
+)
+from crypto_assets.folds import FoldWindow, RobustZScore, fold_window_for_key
 from crypto_assets.models import default_feature_columns
 from crypto_assets.models.cross_fit import cross_fitted_forecasts, purged_blocks
 from crypto_assets.models.forecasters import ForecasterParams
+from crypto_assets.orchestration.definitions import build_definitions
 from crypto_assets.sources.synthetic import SyntheticSource
-from crypto_assets_tests.test_families import END, SPEC, START
+from crypto_assets_tests.test_families import CONFIG, END, SPEC, START, TINY
+from crypto_assets_tests.test_model_assets import write_config
 
 HORIZON = SPEC.label_horizon
 FORECASTER = ForecasterParams.model_validate(
@@ -23,11 +39,12 @@ FORECASTER = ForecasterParams.model_validate(
 
 
 @pytest.fixture(scope="module")
-def fold_frame() -> pl.DataFrame:
+def fold() -> tuple[FoldData, RobustZScore, FoldWindow, pl.DataFrame]:
+    """Fold 2024-03 of a synthetic market (as test_families trains it): data, scaler, window, and all the bars."""
     bars = SyntheticSource(SyntheticSection(), seed=5, anchor=START).fetch(["BTC/USDT", "ETH/USDT"], "1h", START, END)
     window = fold_window_for_key("2024-03-01", SPEC)
     in_window = pl.col("ts") < window.test_end
-    frame, _ = build_fold(
+    frame, scaler = build_fold(
         compute_inputs(bars, "1h").filter(in_window),
         bars.filter(in_window),
         window,
@@ -35,7 +52,13 @@ def fold_frame() -> pl.DataFrame:
         HORIZON,
         "1h",
     )
-    return frame
+    data = FoldData(window.key, frame, bars.filter(in_window), Context.from_experiment(parse_config(CONFIG)))
+    return data, scaler, window, bars
+
+
+@pytest.fixture(scope="module")
+def fold_frame(fold: tuple[FoldData, RobustZScore, FoldWindow, pl.DataFrame]) -> pl.DataFrame:
+    return fold[0].frame
 
 
 def test_blocks_cover_the_window_and_purge_the_label_horizon_around_each() -> None:
@@ -78,3 +101,42 @@ def test_in_train_features_never_saw_their_own_labels(fold_frame: pl.DataFrame) 
     train = fold_frame.filter(pl.col("split") == "train")
     assert clean.height == train.height - train["symbol"].n_unique() * (FORECASTER.window - 1)
     assert clean.select("symbol", "ts").is_unique().all()
+
+
+HYBRID = {**TINY["PPO_Agent"], "state_forecasters": ["LSTM_Attn"], "state_blocks": 3}
+
+
+def test_a_hybrid_agent_observes_the_forecaster_and_replays_from_its_folder(
+    fold: tuple[FoldData, RobustZScore, FoldWindow, pl.DataFrame], tmp_path: Path
+) -> None:
+    data, scaler, window, bars = fold
+    forecaster, _ = fit_artifact(FORECASTER, data, scaler, window, seed=11)
+    params = get_family("PPO_Agent").params_class.model_validate(HYBRID)
+    hybrid = FoldData(data.key, data.frame, data.bars, data.context, state_models={"LSTM_Attn": forecaster})
+    agent, decisions = fit_artifact(params, hybrid, scaler, window, seed=3)
+    observed = agent.model.inputs["features"]
+    assert {"fc_lstm_attn_p_up", "fc_lstm_attn_log_vol"} <= set(observed)
+    # the artifact carries the forecaster: replayed from its folder alone, it decides exactly as the fold did
+    folder = agent.save(tmp_path / "hybrid")
+    assert replay(folder, bars).equals(order_rows(decisions).sort("symbol", "ts"))
+    # the same agent without state_forecasters observes exactly the features above but the forecaster's two
+    plain, _ = fit_artifact(
+        get_family("PPO_Agent").params_class.model_validate(TINY["PPO_Agent"]), data, scaler, window, seed=3
+    )
+    assert set(plain.model.inputs["features"]) == set(observed) - {"fc_lstm_attn_p_up", "fc_lstm_attn_log_vol"}
+
+
+def test_the_hybrid_agents_fold_asset_reads_the_folds_forecaster(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "hybrid")
+    raw = yaml.safe_load(path.read_text())
+    raw["models"] = {
+        "families": [{**FORECASTER.model_dump(mode="json")}, HYBRID],
+        "ensemble": [{"type": "PPO_Agent", "weight": 1.0}],
+    }
+    path.write_text(yaml.safe_dump(raw))
+    graph = build_definitions(load_config(path)).resolve_asset_graph()
+    assert dg.AssetKey("model_lstm_attn") in graph.get(dg.AssetKey("model_ppo_agent")).parent_keys
+    raw["models"]["families"] = [HYBRID]  # the forecaster it observes is not trained
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"PPO_Agent.state_forecasters: \['LSTM_Attn'\] are not trained"):
+        build_definitions(load_config(path))

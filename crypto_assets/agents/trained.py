@@ -118,6 +118,9 @@ class TrainedAgent:
     inputs: dict[str, Any] = field(default_factory=dict)
     """What its observations are built from (`symbols`, `features`, `benchmark`), so a replay on other bars builds
     the same observation (set by the agent families)."""
+    state_forecasters: dict[str, Any] = field(default_factory=dict)
+    """Hybrid agents: state-column prefix → the fold's `TrainedForecaster` whose outputs it observes (saved and
+    loaded with it by the agent families, crypto_assets.models.cross_fit)."""
 
     @property
     def precision(self) -> str:

@@ -24,6 +24,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from crypto_assets.timeframes import TIMEFRAMES, duration_bars, parse_duration
 
@@ -415,6 +416,11 @@ class ConstraintsSection(StrictModel):
     least this probability (DESIGN §3.4)."""
 
 
+OMIT_AT_DEFAULT_KEY = "omit_at_default"
+OMIT_AT_DEFAULT: JsonDict = {OMIT_AT_DEFAULT_KEY: True}
+"""`Field(json_schema_extra=OMIT_AT_DEFAULT)`: a family parameter added later, left out of dumps at its default."""
+
+
 class FamilyParams(StrictModel):
     """Base of every model family's parameters: one entry of `models.families`, validated by the class the
     family registered for its `type` (crypto_assets.families). Subclasses add their hyper-parameters."""
@@ -424,7 +430,7 @@ class FamilyParams(StrictModel):
     stacked: ClassVar[bool] = False
     """True for a family that learns from other families' out-of-sample predictions (`Meta_Learner`) instead of
     fold data: it has its own fold assets and is not in `ModelsSection.trained`."""
-    retrain: Literal["full", "fine_tune"] = "full"
+    retrain: Annotated[Literal["full", "fine_tune"], Field(json_schema_extra=OMIT_AT_DEFAULT)] = "full"
     """`full`: every fold trains from scratch. `fine_tune`: fold k starts from fold k−1's trained model and trains
     `fine_tune_fraction` of the full budget (the first fold trains in full); the folds then run in order. Only
     families that can warm-start accept it."""
@@ -460,12 +466,18 @@ class FamilyParams(StrictModel):
 
     @model_serializer(mode="wrap")
     def _dump_without_default_training_plan(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # `retrain` / `fine_tune_fraction` at their defaults are left out of dumps, so configurations written
-        # before they existed keep their configuration ids (trials registry) and code versions.
+        # Fields added after configurations were first recorded (marked OMIT_AT_DEFAULT) are left out of dumps at
+        # their defaults, and `fine_tune_fraction` whenever nothing fine-tunes, so those configurations keep their
+        # configuration ids (trials registry) and code versions.
         data = handler(self)
-        if isinstance(data, dict) and self.retrain == "full":
-            data.pop("retrain", None)
-            data.pop("fine_tune_fraction", None)
+        if isinstance(data, dict):
+            for name, info in type(self).model_fields.items():
+                extra = info.json_schema_extra
+                omit = isinstance(extra, dict) and bool(extra.get(OMIT_AT_DEFAULT_KEY))
+                if omit and getattr(self, name) == info.get_default(call_default_factory=True):
+                    data.pop(name, None)
+            if self.retrain == "full":
+                data.pop("fine_tune_fraction", None)
         return data
 
 

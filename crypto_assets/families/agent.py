@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from crypto_assets.config.schema import FamilyParams
+from crypto_assets.config.schema import OMIT_AT_DEFAULT, FamilyParams
 from crypto_assets.families.base import Family, FoldData
 
 if TYPE_CHECKING:  # the env module compiles numba kernels on import: typing only
@@ -57,6 +57,22 @@ class AgentParams(FamilyParams):
     """Bars between the agent's decisions."""
     use_gpu: bool = False
     """MLP policies train faster on CPU; set true to train on the experiment's GPU."""
+    state_forecasters: list[str] = Field(default_factory=list, json_schema_extra=OMIT_AT_DEFAULT)
+    """Hybrid state: forecaster families (`LSTM_Attn`, `CNN_LSTM`) the experiment trains whose outputs on each bar
+    (P(up) − 0.5, log forecast vol) the agent observes as extra features: cross-fitted out of sample inside the
+    train window, the fold's own forecaster at decision time (crypto_assets.models.cross_fit)."""
+    state_blocks: Annotated[int, Field(ge=2, le=20, json_schema_extra=OMIT_AT_DEFAULT)] = 4
+    """Blocks of the inner cross-fitting of the state forecasters over the train window."""
+
+    @field_validator("state_forecasters")
+    @classmethod
+    def _forecasters(cls, types: list[str]) -> list[str]:
+        from crypto_assets.families.forecaster import ARCH_TYPES
+
+        unknown = [t for t in types if t not in ARCH_TYPES.values()]
+        if unknown or len(set(types)) != len(types):
+            raise ValueError(f"{types}: list each of {', '.join(ARCH_TYPES.values())} at most once")
+        return types
 
     def env_params(self, **overrides: Any) -> EnvParams:
         """The `EnvParams` these settings imply (window, episode, reward, action, rebalancing) + overrides."""
@@ -134,7 +150,8 @@ class AgentFamily(Family):
         ctx = data.context
         costs = ctx.cost_model()
         env_params = params.env_params(initial_value=ctx.capital)  # impact and the cap depend on the capital
-        train_data = EnvData.from_frames(data.frame, data.bars, split="train", timeframe=ctx.timeframe)
+        frame, forecasters = _with_state_forecasts(data, params)
+        train_data = EnvData.from_frames(frame, data.bars, split="train", timeframe=ctx.timeframe)
         # what the policy's observation is made of: replay on other bars must build exactly this
         inputs = {
             "symbols": list(train_data.symbols),
@@ -148,12 +165,17 @@ class AgentFamily(Family):
             )
         agent = train(lambda: TradingEnv(train_data, costs, env_params, training=True))
         agent.inputs = inputs
+        agent.state_forecasters = forecasters
         return agent
 
     def predict(self, model: TrainedAgent, data: FoldData) -> pl.DataFrame:
         from crypto_assets.agents import EnvData, TradingEnv
+        from crypto_assets.models.cross_fit import forecast_state
 
         ctx = data.context
+        frame = data.frame
+        for prefix, forecaster in model.state_forecasters.items():  # the fold's own forecasters, on every bar
+            frame = forecast_state(frame, forecaster, prefix)
         env_params = model.params.env_params(initial_value=ctx.capital)
         spec = model.inputs
         common = {
@@ -162,9 +184,9 @@ class AgentFamily(Family):
             "feature_columns": spec["features"],
             "benchmark": spec["benchmark"],
         }
-        test = EnvData.from_frames(data.frame, data.bars, split="test", **common)
-        if (data.frame["split"] == "train").any():
-            train = EnvData.from_frames(data.frame, data.bars, split="train", **common)
+        test = EnvData.from_frames(frame, data.bars, split="test", **common)
+        if (frame["split"] == "train").any():
+            train = EnvData.from_frames(frame, data.bars, split="train", **common)
             test = test.preceded_by(train, env_params.window - 1)  # decide from the first bar, as the forecasters do
         return model.predict_weights(TradingEnv(test, ctx.cost_model(), env_params, training=False))
 
@@ -193,9 +215,72 @@ class AgentFamily(Family):
 
     def save_model(self, model: TrainedAgent, directory: Path) -> None:
         model.save(directory)
+        for prefix, forecaster in model.state_forecasters.items():  # a hybrid agent replays with its forecasters
+            forecaster.save(directory / STATE_DIR / prefix)
 
     def load_model(self, directory: Path, device: str) -> TrainedAgent:
         from crypto_assets.agents.trained import TrainedAgent
+        from crypto_assets.models import TrainedForecaster
 
-        return TrainedAgent.load(directory, device=device)
+        agent = TrainedAgent.load(directory, device=device)
+        state = directory / STATE_DIR
+        if state.exists():
+            agent.state_forecasters = {p.name: TrainedForecaster.load(p, device) for p in sorted(state.iterdir())}
+        return agent
 
+
+STATE_DIR = "state_forecasters"
+"""Sub-folder of a hybrid agent's model folder: one `TrainedForecaster` folder per state-column prefix."""
+
+
+def state_prefix(forecaster_type: str) -> str:
+    """Prefix of the state columns a forecaster family's outputs become (`LSTM_Attn` → `fc_lstm_attn`)."""
+    return f"fc_{forecaster_type.lower()}"
+
+
+def _with_state_forecasts(data: FoldData, params: AgentParams) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The fold frame with each state forecaster's columns (train rows cross-fitted out of sample, the other rows
+    from the fold's own forecaster, crypto_assets.models.cross_fit) and those forecasters by prefix."""
+    from crypto_assets.models.cross_fit import cross_fitted_forecasts, forecast_state
+
+    frame, forecasters = data.frame, {}
+    for forecaster_type in params.state_forecasters:
+        artifact = data.state_models.get(forecaster_type)
+        if artifact is None:
+            raise ValueError(f"{params.type} observes {forecaster_type}, but the fold data carries no such model")
+        own = artifact.model
+        cross_fitted = cross_fitted_forecasts(
+            data.frame,
+            own.feature_columns,
+            data.context.label_horizon,
+            artifact.params,  # type: ignore[arg-type]  # a forecaster family's parameters (validated above)
+            seed=artifact.seed,
+            k=params.state_blocks,
+        )
+        prefix = state_prefix(forecaster_type)
+        frame = forecast_state(frame, own, prefix, cross_fitted)
+        forecasters[prefix] = own
+    return frame, forecasters
+
+
+class OffPolicyParams(AgentParams):
+    """Replay-buffer settings SAC and TD3 share (stable-baselines3's names). SB3's defaults (one gradient step of
+    a 256 × 256 net per environment step) train at ~15-25 steps/s on a CPU here; updating every `train_freq`
+    steps with `gradient_steps` steps (one update per 8 transitions by default) and a small net is ~10× faster."""
+
+    net_arch: NetArch = Field(default_factory=lambda: [64, 64])
+    """Hidden layers of the actor and of each of the two critics (twin Q networks)."""
+    n_envs: Annotated[int, Field(ge=1, le=64)] = 1
+    """Environments stepped together (each vector step adds `n_envs` transitions)."""
+    buffer_size: Annotated[int, Field(ge=1_000)] = 50_000
+    """Replay buffer capacity in transitions (memory: ~8 bytes × observation size each; 1,735 floats at the
+    default window and 3 symbols, ~14 kB: 50,000 hold ~0.7 GB once full)."""
+    learning_starts: Annotated[int, Field(ge=0)] = 1_000
+    """Transitions of uniformly random actions collected before learning starts."""
+    batch_size: Annotated[int, Field(ge=8)] = 256
+    tau: Annotated[float, Field(gt=0, le=1)] = 0.005
+    """Polyak rate of the target networks."""
+    train_freq: Annotated[int, Field(ge=1)] = 16
+    """Vector-environment steps between updates."""
+    gradient_steps: Annotated[int, Field(ge=1)] = 2
+    """Gradient steps per update."""

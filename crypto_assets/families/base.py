@@ -102,6 +102,8 @@ class FoldData:
     frame: pl.DataFrame
     bars: pl.DataFrame
     context: Context
+    state_models: dict[str, Artifact] = field(default_factory=dict)
+    """The fold's trained forecasters (config type → artifact) a hybrid agent observes (`state_forecasters`)."""
 
 
 class Family(ABC):

@@ -87,6 +87,13 @@ def seed_for(seed_root: int, family: Family, fold_key: str, index: int) -> int:
     )
 
 
+def state_forecasters(params: FamilyParams) -> list[str]:
+    """The forecaster families a hybrid agent observes (none for every other family)."""
+    from crypto_assets.families.agent import AgentParams
+
+    return list(params.state_forecasters) if isinstance(params, AgentParams) else []
+
+
 def artifact_dir(experiment: ExperimentConfig, asset_name: str, partition_key: str) -> Path:
     """Where the model IO manager keeps `asset_name`'s checkpoint of a partition."""
     return experiment_root(experiment) / "artifacts" / asset_name / partition_key
@@ -145,6 +152,8 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
         else {}
     )
     # fine_tune: fold k reads fold k − 1's checkpoints (seed i from seed i), so the folds run in order
+    # hybrid agents observe the fold's own forecasters: their artifacts of the same fold are inputs
+    state_ins = {f"state_{t.lower()}": dg.AssetIn(key=f"{MODEL_PREFIX}{t.lower()}") for t in state_forecasters(params)}
     checkpoints = [model_name, *([seed_models_name] if n_seeds > 1 else [])]
     previous_deps = (
         [dg.AssetDep(n, partition_mapping=previous_fold_mapping()) for n in checkpoints] if fine_tune else []
@@ -159,6 +168,7 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
             # the fold's features and bars again: to keep the scaler fold_dataset fitted (it stores scaled rows only)
             "features": dg.AssetIn(partition_mapping=fold_window_mapping(spec)),
             "bars": dg.AssetIn(partition_mapping=fold_window_mapping(spec)),
+            **state_ins,
         },
         deps=previous_deps,
         outs={
@@ -182,6 +192,7 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
         fold_dataset: pl.DataFrame,
         features: pl.DataFrame,
         bars: pl.DataFrame,
+        **state_models: Artifact,
     ):  # type: ignore[no-untyped-def]
         from crypto_assets.families import FoldData, SeedArtifacts, build_fold, fit_artifact
 
@@ -193,7 +204,8 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
                 "re-materialize fold_dataset (it is stale)"
             )
         device = str(torch_device.device(context.log)) if family.uses_gpu else "cpu"
-        data = FoldData(key=window.key, frame=fold_dataset, bars=bars, context=ctx)
+        observed = {artifact.family_type: artifact for artifact in state_models.values()}
+        data = FoldData(key=window.key, frame=fold_dataset, bars=bars, context=ctx, state_models=observed)
         previous = previous_artifacts(experiment, params, window.key, version) if fine_tune else {}
         artifacts: dict[int, Artifact] = {}
         decisions: list[pl.DataFrame] = []
@@ -306,6 +318,13 @@ def build_family_assets(experiment: ExperimentConfig) -> FamilyAssets:
     """The fold assets of every family `models.families` lists or the ensemble needs, and the ensemble."""
     from crypto_assets.orchestration.assets.meta_learner import build_meta_learner_assets  # it imports this module
 
+    types = [params.type for params in experiment.models.trained]
+    for params in experiment.models.trained:
+        missing = [t for t in state_forecasters(params) if t not in types]
+        if missing:
+            raise ValueError(
+                f"{params.type}.state_forecasters: {missing} are not trained by this experiment (trained: {types})"
+            )
     trained = [build_family_asset(experiment, params) for params in experiment.models.trained]
     strategies = [dg.AssetKey(f"{PREDICTIONS_PREFIX}{params.slug}") for params in experiment.models.trained]
     stacked, stacked_strategies = build_meta_learner_assets(experiment)
