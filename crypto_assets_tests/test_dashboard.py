@@ -158,6 +158,10 @@ def test_kpi_verdict_regimes_trades_and_stress_notes(tmp_path: Path) -> None:
     page = dashboard(_load(_experiment(tmp_path, full=True, trades=TRADE_ROWS + 30)))
     frame = kpi_frame(_kpis())
     assert frame["strategy"].to_list() == ["lstm_attn", "buy_and_hold_btc"]  # best Sharpe first
+    no_trade = _kpis().with_columns(
+        sharpe=pl.when(pl.col("strategy") == "lstm_attn").then(float("nan")).otherwise("sharpe")
+    )
+    assert kpi_frame(no_trade)["strategy"].to_list() == ["buy_and_hold_btc", "lstm_attn"]  # NaN Sharpe last
     assert frame["verdict"].to_list() == ["fail", "pass"]
     assert page.html.count('class="verdict-pass"') == 1 and page.html.count('class="verdict-fail"') == 1
     # lstm_attn cuts its exposure to 0.1 in bear / high vol (overall 0.475): it goes to cash there

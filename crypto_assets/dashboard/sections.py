@@ -182,7 +182,8 @@ def kpi_frame(kpis: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit("fail"))
     )
     stitched = stitched.with_columns(verdict=verdict if "passes_constraints" in stitched.columns else pl.lit(None))
-    return stitched.select([c for c in KPI_TABLE_COLUMNS if c in stitched.columns]).sort("sharpe", descending=True)
+    shown = stitched.select([c for c in KPI_TABLE_COLUMNS if c in stitched.columns])
+    return shown.sort(pl.col("sharpe").fill_nan(None), descending=True, nulls_last=True)  # no Sharpe (no trade): last
 
 
 def kpi_section(data: ExperimentData) -> Section | None:
@@ -278,11 +279,12 @@ def regime_section(data: ExperimentData) -> Section | None:
                 row=1,
                 col=col,
             )
-    figure.update_layout(
-        barmode="group", title="Ex-post regimes of the benchmark (reporting only, never a model input)"
-    )
+    figure.update_layout(barmode="group")
     figure.update_yaxes(tickformat=".0%", row=1, col=1)
     section = Section("regimes", "Regime breakdown")
+    section.note = (
+        "Ex-post regimes of the benchmark (bull / bear / chop × high / low vol): reporting only, never a model input."
+    )
     section.chart(figure, height=460)
     trend, vol = HIGH_VOL_BEAR
     bear = regimes.filter((pl.col("xp_trend_regime") == trend) & (pl.col("xp_vol_regime") == vol)).select(
