@@ -27,10 +27,12 @@ from crypto_assets.folds import FoldWindow, RobustZScore, fold_window_for_key
 from crypto_assets.models import default_feature_columns
 from crypto_assets.models.cross_fit import cross_fitted_forecasts, purged_blocks
 from crypto_assets.models.forecasters import ForecasterParams
-from crypto_assets.orchestration.definitions import build_definitions
+from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, build_definitions
+from crypto_assets.paths import experiment_root
 from crypto_assets.sources.synthetic import SyntheticSource
+from crypto_assets.storage.warehouse import Warehouse
 from crypto_assets_tests.test_families import CONFIG, END, SPEC, START, TINY
-from crypto_assets_tests.test_model_assets import write_config
+from crypto_assets_tests.test_model_assets import FOLDS, RANGE, write_config
 
 HORIZON = SPEC.label_horizon
 FORECASTER = ForecasterParams.model_validate(
@@ -127,15 +129,30 @@ def test_a_hybrid_agent_observes_the_forecaster_and_replays_from_its_folder(
 
 
 def test_the_hybrid_agents_fold_asset_reads_the_folds_forecaster(tmp_path: Path) -> None:
+    """Through Dagster: model_ppo_agent[fold] reads model_lstm_attn[fold], stores it inside its artifact, and the
+    stored decisions replay from the agent's folder alone."""
     path = write_config(tmp_path, "hybrid")
     raw = yaml.safe_load(path.read_text())
     raw["models"] = {
-        "families": [{**FORECASTER.model_dump(mode="json")}, HYBRID],
+        "families": [FORECASTER.model_dump(mode="json"), HYBRID],
         "ensemble": [{"type": "PPO_Agent", "weight": 1.0}],
     }
     path.write_text(yaml.safe_dump(raw))
-    graph = build_definitions(load_config(path)).resolve_asset_graph()
-    assert dg.AssetKey("model_lstm_attn") in graph.get(dg.AssetKey("model_ppo_agent")).parent_keys
+    config = load_config(path)
+    defs = build_definitions(config)
+    assert dg.AssetKey("model_lstm_attn") in defs.resolve_asset_graph().get(dg.AssetKey("model_ppo_agent")).parent_keys
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert defs.resolve_job_def(INGEST_JOB).execute_in_process(instance=instance, tags=RANGE).success
+        fold = FOLDS[0]
+        assert defs.resolve_job_def(FOLDS_JOB).execute_in_process(instance=instance, partition_key=fold).success
+    warehouse = Warehouse(experiment_root(config))
+    folder = experiment_root(config) / "artifacts" / "model_ppo_agent" / fold
+    assert (folder / "model" / "state_forecasters" / "fc_lstm_attn").is_dir()
+    stored = warehouse.read_partitions("predictions_ppo_agent", [fold])
+    bars = warehouse.read_table("bars")
+    assert stored is not None and bars is not None
+    assert replay(folder, bars).equals(order_rows(stored).sort("symbol", "ts"))
+
     raw["models"]["families"] = [HYBRID]  # the forecaster it observes is not trained
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=r"PPO_Agent.state_forecasters: \['LSTM_Attn'\] are not trained"):
