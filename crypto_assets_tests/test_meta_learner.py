@@ -320,12 +320,18 @@ def test_dagster_materializes_the_meta_learner_over_five_folds_into_the_reports(
     parents = {k.path[-1] for k in graph.get(dg.AssetKey("predictions_meta_learner")).parent_keys}
     assert parents == {"predictions_toy_threshold", "predictions_toy_flat", "bars"}
     warehouse = Warehouse(experiment_root(config))
-    preds = warehouse.read_table("predictions_meta_learner")
+
+    def stored_table(name: str) -> pl.DataFrame:
+        frame = warehouse.read_table(name)
+        assert frame is not None, name
+        return frame
+
+    preds = stored_table("predictions_meta_learner")
     assert sorted(preds["fold"].unique().to_list()) == DAGSTER_FOLDS
-    kpis = warehouse.read_table("kpis").filter(pl.col("strategy") == "meta_learner")
+    kpis = stored_table("kpis").filter(pl.col("strategy") == "meta_learner")
     assert kpis.height == len(DAGSTER_FOLDS) + 1  # every fold and the stitched run
-    assert warehouse.read_table("regime_kpis").filter(pl.col("strategy") == "meta_learner").height > 0
+    assert stored_table("regime_kpis").filter(pl.col("strategy") == "meta_learner").height > 0
     replayed = MetaArtifact.load(experiment_root(config) / "artifacts" / "model_meta_learner" / DAGSTER_FOLDS[-1])
-    members = {s: warehouse.read_table(f"predictions_{s}") for s in ("toy_threshold", "toy_flat")}
+    members = {s: stored_table(f"predictions_{s}") for s in ("toy_threshold", "toy_flat")}
     stored = order_rows(preds.filter(pl.col("fold") == DAGSTER_FOLDS[-1]))
-    assert replayed.weights(members, warehouse.read_table("bars")).equals(stored)
+    assert replayed.weights(members, stored_table("bars")).equals(stored)
