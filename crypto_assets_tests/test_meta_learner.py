@@ -219,7 +219,7 @@ def test_config_members_must_be_trained_and_the_meta_learner_is_stacked() -> Non
     models = parse_config(config()).models
     assert [p.type for p in models.trained] == ["LSTM_Attn", "PPO_Agent"]  # the stacked family is not fold-trained
     assert [p.type for p in models.stacked] == ["Meta_Learner"]
-    with pytest.raises(ConfigError, match=r"models.families\[0\].members: \['CNN_LSTM'\] are not trained"):
+    with pytest.raises(ConfigError, match=r"families\[0\]\.members: \['CNN_LSTM'\] are not trained"):
         parse_config(config(members=["LSTM_Attn", "CNN_LSTM"]))
     with pytest.raises(ConfigError, match="n_seeds: the meta-learner trains one seed"):
         parse_config(config(n_seeds=2))
