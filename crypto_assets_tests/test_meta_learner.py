@@ -229,6 +229,28 @@ def test_config_members_must_be_trained_and_the_meta_learner_is_stacked() -> Non
         parse_config(config(votes={"LSTM_Attn": 0.5, "PPO_Agent": 0.6}))
 
 
+def test_its_trial_definition_includes_the_members_parameters() -> None:
+    """A trial is a configuration: members trained differently make a different meta-learner."""
+    from crypto_assets.evaluation.trials import experiment_definitions
+
+    def definition(hidden: int) -> dict[str, object]:
+        raw = {
+            "experiment": {"name": "meta"},
+            "data": {"tickers": SYMBOLS, "start": "2024-01-01", "end": "2024-04-30"},
+            "models": {
+                "families": [
+                    {"type": "LSTM_Attn", "hidden": hidden},
+                    {"type": "Meta_Learner", "members": ["LSTM_Attn", "PPO_Agent"]},
+                ],
+                "ensemble": [{"type": "LSTM_Attn", "weight": 0.4}, {"type": "PPO_Agent", "weight": 0.6}],
+            },
+        }
+        return experiment_definitions(parse_config(raw), ["meta_learner"])["meta_learner"]
+
+    assert definition(16) == definition(16)
+    assert definition(16) != definition(32)
+
+
 # ------------------------------------------------------------------------------------------------ Dagster
 
 

@@ -222,7 +222,15 @@ def experiment_definitions(experiment: ExperimentConfig, strategies: Sequence[st
         )
 
     models = experiment.models
-    families = {params.slug: params.model_dump(mode="json") for params in [*models.trained, *models.stacked]}
+    families = {params.slug: params.model_dump(mode="json") for params in models.trained}
+    # a stacked family (Meta_Learner) learns from its members' predictions: their parameters are its configuration too
+    families |= {
+        params.slug: {
+            **params.model_dump(mode="json"),
+            "member_params": [models.params_of(m).model_dump(mode="json") for m in params.member_types],
+        }
+        for params in models.stacked
+    }
     model_inputs = {
         "features_section": experiment.features.model_dump(mode="json"),
         "sizing": models.sizing.model_dump(mode="json"),
