@@ -24,7 +24,7 @@ from crypto_assets.config import load_config
 from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, REPORTS_JOB, STRESS_JOB, build_definitions
 from crypto_assets.paths import experiment_root
 from crypto_assets.stress import replay
-from crypto_assets_tests.tiny import MODEL_STRATEGIES, TINY_MODELS
+from crypto_assets_tests.tiny import TINY_MODELS
 
 CHROMIUM = Path(os.environ.get("CRYPTO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -37,6 +37,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# One tiny forecaster (its loss curves and forecasts feed the training and calibration sections) and an ensemble of it.
+MODELS = {
+    "families": TINY_MODELS["families"][:1],
+    "ensemble": [{"type": TINY_MODELS["families"][0]["type"], "weight": 1.0}],
+}
 FOLDS = ["2024-03-01", "2024-04-01"]
 RANGE = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-04-01"}
 STAND_IN = "crypto_assets_tests.test_stress_replay:crash_path"  # a cheap crash generator (real ones: own tests)
@@ -150,7 +155,7 @@ def write_config(tmp_path: Path, name: str) -> Path:
         },
         "walk_forward": {"train_months": 2, "test_months": 1, "label_horizon": 12},
         "baselines": ["buy_and_hold_btc", "trend_following"],
-        "models": TINY_MODELS,
+        "models": MODELS,
         "stress": {"enabled": True, "seeds": [0], "paths_per_seed": 1},
     }
     path = tmp_path / f"{name}.yaml"
@@ -224,7 +229,7 @@ def test_compare_page_renders_offline_in_chromium(
     assert [chart["id"] for chart in seen.charts] == ["chart-equity-0", "chart-fold_sharpe-0"]
     assert all(chart["svgs"] and chart["drawn"] for chart in seen.charts)
     # one equity chart: an equity and a drawdown line for every strategy of both experiments
-    strategies = len(raw["baselines"]) + len(MODEL_STRATEGIES)
+    strategies = len(raw["baselines"]) + len(MODELS["families"]) + 1  # + the ensemble
     assert seen.charts[0]["traces"] == 2 * 2 * strategies
     assert "dash_copy/buy_and_hold_btc" in out.read_text()
 
