@@ -20,7 +20,7 @@ import yaml
 import crypto_assets_tests.test_families  # noqa: F401  (registers the Toy_Threshold family)
 from crypto_assets.backtest import run_backtest
 from crypto_assets.config import load_config, parse_config
-from crypto_assets.config.schema import CcxtSection
+from crypto_assets.config.schema import CcxtSection, FamilyParams
 from crypto_assets.families import Artifact, Context, FoldData, build_fold, compute_inputs, fit_artifact
 from crypto_assets.metrics.sharpe_inference import probabilistic_sharpe
 from crypto_assets.orchestration.assets.common import cost_lookback, cost_model
@@ -64,17 +64,22 @@ def recorded() -> pl.DataFrame:
     return pl.concat(frames).filter((pl.col("ts") >= FIRST_INPUT) & (pl.col("ts") < end)).sort("symbol", "ts")
 
 
-@pytest.fixture(scope="module")
-def live(recorded: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> tuple[Artifact, str]:
-    """The Toy live model of April 2024 trained on Feb-Mar (the live fold's rule), saved; (artifact, its hash)."""
+def train_live(recorded: pl.DataFrame, params: FamilyParams, directory: Path) -> tuple[Artifact, str]:
+    """A live model of April 2024 trained on Feb-Mar (the live fold's rule), saved; (artifact, its hash)."""
     config = parse_config(CONFIG)
     window = live_window(MONTH, 2)
     history = recorded.filter(pl.col("ts") < window.test_end)
     frame, scaler = build_fold(compute_inputs(history, "1h"), history, window, 12, 12, "1h")
     data = FoldData(key=MONTH, frame=frame, bars=history, context=Context.from_experiment(config))
-    artifact, _ = fit_artifact(ToyParams(every=3), data, scaler, window, seed=7)
-    directory = artifact.save(tmp_path_factory.mktemp("live") / "live_model_toy_threshold")
+    artifact, _ = fit_artifact(params, data, scaler, window, seed=7)
+    artifact.save(directory)
     return Artifact.load(directory), artifact_digest(directory)
+
+
+@pytest.fixture(scope="module")
+def live(recorded: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> tuple[Artifact, str]:
+    """The Toy_Threshold live model (decides every 3rd bar from the month's start)."""
+    return train_live(recorded, ToyParams(every=3), tmp_path_factory.mktemp("live") / "live_model_toy_threshold")
 
 
 @dataclass
@@ -128,13 +133,18 @@ def trader_factory(
     """Traders on a fresh local exchange each (its clock starts at the month's first open)."""
     exchanges: list[LocalExchange] = []
 
-    def make(name: str = "a", bars: pl.DataFrame | None = None, now: dt.datetime = MONTH_START) -> Trader:
+    def make(
+        name: str = "a",
+        bars: pl.DataFrame | None = None,
+        now: dt.datetime = MONTH_START,
+        model: tuple[Artifact, str] | None = None,
+    ) -> Trader:
         clock = Clock(now)
         exchange = LocalExchange(recorded if bars is None else bars, clock=clock).start()
         exchanges.append(exchange)
         settings = CcxtSection(rate_limit_ms=0, backoff_s=0.0, max_retries=1)
         source = CcxtSource("binance", settings, api_url=exchange.url, clock=clock)
-        artifact, digest = live
+        artifact, digest = model or live
         return Trader(PaperLedgerStore(tmp_path / name), setup_for(digest), artifact, source, clock)
 
     yield make
@@ -275,6 +285,43 @@ def test_decisions_never_read_later_bars(recorded: pl.DataFrame, live: tuple[Art
     # and a later decision does see them (the scramble is not a no-op)
     t2 = hours(12)
     assert not decide(artifact, recorded, MONTH_START, t2).equals(decide(artifact, scrambled, MONTH_START, t2))
+
+
+def test_an_agent_decides_every_bar_from_its_first_as_its_one_shot_replay_does(
+    trader_factory: Callable[..., Trader], recorded: pl.DataFrame, tmp_path: Path
+) -> None:
+    """The agents' environment emits a bar's action only when it steps into the next bar and needs window + 1
+    decision bars: bar by bar, on closed bars only, the PPO agent still decides at every bar from the month's
+    first, exactly as its replay over the whole span decides them."""
+    from crypto_assets.families import validate_params
+
+    params = validate_params(
+        {
+            "type": "PPO_Agent",
+            "total_timesteps": 256,
+            "n_envs": 1,
+            "n_steps": 128,
+            "batch_size": 64,
+            "n_epochs": 1,
+            "window": 6,
+            "episode_bars": 64,
+            "net_arch": [8],
+            "rebalance_every": 1,
+        }
+    )
+    agent = train_live(recorded, params, tmp_path / "live_model_ppo_agent")
+    trader = trader_factory("ppo", model=agent)
+    trader.setup = PaperSetup(**{**vars(trader.setup), "strategy": "ppo_agent"})
+    for n in range(1, 10):
+        trader.tick(hours(n))
+    ledger = trader.store.read(MONTH, "ppo_agent")
+    decided = ledger.filter(pl.col("target_weight").is_not_null()).select("symbol", "ts", "target_weight")
+    assert decided["ts"].unique().sort().to_list() == [hours(n) for n in range(9)]
+    one_shot = agent[0].weights(trader.bars(), start=MONTH_START, end=hours(9))  # its last bar has no decision
+    assert one_shot["ts"].max() == hours(7)
+    assert decided.filter(pl.col("ts") < hours(8)).rows() == one_shot.sort("symbol", "ts").rows()
+    gap = replay_gap(trader.setup, agent[0], trader.bars(), ledger, hours(8))
+    assert float(gap["gap"].abs().max()) == 0.0  # type: ignore[arg-type]
 
 
 def test_the_store_never_replaces_a_file_and_refuses_a_bar_stored_twice(

@@ -6,9 +6,9 @@ Forward trading of one strategy (a live fold's artifact) in one month, on the cl
    closed bars only). The month's bars up to it that the ledger lacks are the new bars; one earlier than the last
    stored bar means the history changed under the ledger: an error, never a rewrite.
 2. Decisions, causally: for each new bar t in order, the artifact is replayed on the bars up to and including t
-   only (`Artifact.inputs(bars ≤ t, start=month start, end=t + 1 bar)`), and its decision at t is kept. A restart
-   after an outage decides every missed bar this way, so a catch-up decides exactly what ticking bar by bar
-   would have decided.
+   only (`decide`: `Artifact.inputs(bars ≤ t, start=month start)`, followed by flat placeholders an agent's
+   environment needs to step), and its decision at t is kept. A restart after an outage decides every missed bar
+   this way, so a catch-up decides exactly what ticking bar by bar would have decided.
 3. Fills, positions, cash and equity: one engine run (`run_backtest`) from the experiment's capital over the
    month's bars so far (plus the cost model's σ / ADV history before the month) with every decision of the month
    (the stored ones as stored, then the new ones). The engine runs whole paths, so rather than restarting it
@@ -195,10 +195,23 @@ class ForwardResult:
 
 def decide(artifact: Artifact, bars: pl.DataFrame, month_start: dt.datetime, bar: dt.datetime) -> pl.DataFrame:
     """The artifact's decision rows at the close of `bar` (`symbol, ts, weight` + the family's columns), replayed
-    on `bars` up to and including `bar` only: what it would have decided live then."""
+    on `bars` up to and including `bar` only: what it would have decided live then.
+
+    The bars after `bar` the artifact is given are placeholders, flat copies of `bar` (open = high = low = close,
+    same volume), never data: a decision at `bar` cannot read them (a causal family; the truncation test), but an
+    agent's environment emits the action of a bar only when it steps into the next one, and needs `window` + 1
+    decision bars to step at all (`agents.env.TradingEnv`); so there are max(1, window + 1 − bars decided so far)
+    of them. Their own decisions are dropped."""
     tf = timeframe_delta(artifact.context.timeframe)
     seen = bars.filter(pl.col("ts") <= bar)
-    inputs = artifact.inputs(seen, start=month_start, end=bar + tf)
+    decided_so_far = (bar - month_start) // tf + 1
+    pad = max(1, int(getattr(artifact.params, "window", 0)) + 1 - decided_so_far)
+    last = seen.filter(pl.col("ts") == bar)
+    flat = [
+        last.with_columns(ts=pl.col("ts") + tf * k, open=pl.col("close"), high=pl.col("close"), low=pl.col("close"))
+        for k in range(1, pad + 1)
+    ]
+    inputs = artifact.inputs(pl.concat([seen, *flat]), start=month_start, end=bar + tf * (pad + 1))
     out = artifact.family.predict(artifact.model, inputs)
     return out.filter(pl.col("ts") == bar)
 
