@@ -5,6 +5,8 @@
                             seed_models_<slug>[fold]      n_seeds > 1: the other seeds' artifacts (seed_<i>/)
                             seed_predictions_<slug>[fold] n_seeds > 1: every seed's decisions (`seed_index`)
     model_<slug>[fold − 1] ─► model_<slug>[fold]       retrain: fine_tune (warm start from the previous fold)
+    model_<forecaster>[fold] ─► model_<agent>[fold]    state_forecasters: a hybrid agent observes the fold's own
+                                                       forecaster (crypto_assets.models.cross_fit)
     predictions_<member>[fold] ─► ensemble[fold]       soft vote of the configured members
 
 Seeds: seed index 0 trains with `derive_seed(experiment seed, label, fold)` as always, and is the family's
