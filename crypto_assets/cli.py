@@ -55,10 +55,11 @@ def _validate_config(args: argparse.Namespace) -> int:
     return 0
 
 
-STAGES = ("data", "folds", "reports", "stress", "live", "paper")
+STAGES = ("data", "folds", "reports", "stress", "live", "paper", "sweep")
 LIVE_JOB = "live"  # = orchestration.definitions.LIVE_JOB, the live fold (DESIGN.md §6.2), when the experiment has one
 STRESS_JOB = "stress"  # = orchestration.definitions.STRESS_JOB (DESIGN.md §6.3), when a stress scenario is enabled
 PAPER_JOB = "paper"  # = orchestration.definitions.PAPER_JOB, the paper ledger (DESIGN.md §6.5), with the live fold
+SWEEP_JOB = "sweep"  # = orchestration.definitions.SWEEP_JOB (DESIGN.md §6.4), when the experiment has a `sweep`; --only
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 CANCEL_WAIT_S = 120.0  # default wait for a canceled run to stop by itself (CRYPTO_LAB_CANCEL_WAIT_S overrides)
 
@@ -96,6 +97,8 @@ def _stages(args: argparse.Namespace, *, data_only: str | None, jobs: set[str]) 
         raise UsageError(
             f"--only stress: this experiment's definitions have no `{STRESS_JOB}` job (every stress scenario is off)"
         )
+    if "sweep" in chosen and SWEEP_JOB not in jobs:
+        raise UsageError(f"--only sweep: this experiment's definitions have no `{SWEEP_JOB}` job (no `sweep` section)")
     if args.folds and "folds" not in chosen:
         raise UsageError("--folds selects fold runs: add `folds` to --only")
     if args.skip_training and "folds" not in chosen:
@@ -167,6 +170,8 @@ def _plan(
         key = paper.get_last_partition_key() if paper is not None else None
         what = f"paper ledger {key}: the live models traded forward on the bars closed by now"
         plan.append(RunRequest(PAPER_JOB, what, {"dagster/partition": key} if key else {}))
+    if "sweep" in stages:
+        plan.append(RunRequest(SWEEP_JOB, "hyper-parameter sweep on Ray (RAY_ADDRESS, or a local Ray for the run)"))
     return plan
 
 
@@ -446,6 +451,7 @@ RUN_EPILOG = """\
 examples:
   crypto-lab run --config configs/demo.yaml                         everything, end to end
   crypto-lab run --config configs/demo.yaml --only data             ingest and validate only
+  crypto-lab run --config FILE --only sweep                         the config's `sweep` (RAY_ADDRESS: on that cluster)
   crypto-lab run --config configs/demo.yaml --folds 2023-07-01,2023-09  two folds (and the data they read)
   crypto-lab run --config configs/demo.yaml --only folds,reports --folds 2024-05-01
                                                                     redo one fold, then refresh the tables

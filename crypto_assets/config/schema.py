@@ -19,12 +19,14 @@ from pydantic import (
     PlainValidator,
     SerializeAsAny,
     SerializerFunctionWrapHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 from pydantic.config import JsonDict
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from crypto_assets.timeframes import TIMEFRAMES, duration_bars, parse_duration
 
@@ -572,9 +574,14 @@ class ModelsSection(StrictModel):
         for i, family in enumerate(self.families):
             missing = [m for m in family.member_types if m not in trained]
             if missing:
-                raise ValueError(
-                    f"families[{i}].members: {missing} are not trained by this experiment (trained: {trained})"
-                )
+                message = f"{missing} are not trained by this experiment (trained: {', '.join(trained)})"
+                # a ValidationError keeps the entry's key path (models.families[i].members) in the loader's message
+                error: InitErrorDetails = {
+                    "type": PydanticCustomError("untrained_member", message),
+                    "loc": ("families", i, "members"),
+                    "input": family.member_types,
+                }
+                raise ValidationError.from_exception_data("ModelsSection", [error])
         return self
 
     def params_of(self, family_type: str) -> FamilyParams:
@@ -755,6 +762,75 @@ class StressSection(StrictModel):
         return [name for name in ("crash_bootstrap", "panic") if getattr(self, name).enabled]
 
 
+class SweepRange(StrictModel):
+    """A numeric search range `{low, high, log}`: integers when the parameter is an integer, else floats."""
+
+    low: int | float
+    high: int | float
+    log: bool = False
+    """Sample uniformly in log space (learning rates, weight decay); needs low > 0."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SweepRange:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got {self.low}")
+        return self
+
+
+class SweepChoices(StrictModel):
+    """A categorical search dimension `{choices: [...]}` (numbers, strings, booleans or lists, e.g. `net_arch`)."""
+
+    choices: Annotated[list[int | float | str | bool | list[int]], Field(min_length=1)]
+
+
+class SweepResources(StrictModel):
+    """Ray resources one trial holds; fractional GPUs (e.g. 0.25) let small models share one card."""
+
+    cpu: Annotated[float, Field(gt=0, le=1024)] = 1.0
+    gpu: Annotated[float, Field(ge=0, le=64)] = 0.0
+
+
+class SweepEarlyStopping(StrictModel):
+    """Median rule on fold results: after a fold, a trial whose mean fold Sharpe so far is below the median of the
+    earlier trials' at the same fold is pruned (it counts in the registry's N, not in its Sharpe variance / PBO)."""
+
+    enabled: bool = True
+    warmup_folds: Annotated[int, Field(ge=1, le=1000)] = 1
+    """Folds every trial evaluates before it may be pruned."""
+    min_trials: Annotated[int, Field(ge=1, le=10_000)] = 2
+    """Earlier trials needed at a fold before the median there is trusted."""
+
+
+class SweepSection(StrictModel):
+    """A hyper-parameter sweep of one family on Ray with Optuna's TPE sampler (crypto_assets.sweeps, DESIGN §6.4):
+    every trial is walk-forward evaluated on the folds before the holdout, recorded in the trials registry and the
+    `sweep` table; the chosen configuration is then evaluated on the holdout months alone."""
+
+    family: Annotated[str, AfterValidator(_registered_type)]
+    """The family swept (a registered type); unswept parameters are its `models.families` entry or defaults."""
+    space: Annotated[dict[str, SweepRange | SweepChoices], Field(min_length=1)]
+    """Parameter → `{low, high, log}` or `{choices: [...]}`; names and values are checked against the family's
+    parameter class."""
+    n_trials: Annotated[int, Field(ge=1, le=100_000)] = 20
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 2
+    """Trials asked from the sampler (and run on Ray) at once; results are told in trial order (reproducible)."""
+    resources_per_trial: SweepResources = SweepResources()
+    early_stopping: SweepEarlyStopping = SweepEarlyStopping()
+    holdout_months: Annotated[int, Field(ge=0, le=120)] = 0
+    """Newest months left out of the objective: folds testing in them evaluate only the chosen configuration."""
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    """Sampler seed; null = the experiment seed."""
+
+    @model_validator(mode="after")
+    def _space_fits_family(self) -> SweepSection:
+        from crypto_assets.sweeps.space import check_space  # lazy: it consults the families registry
+
+        check_space(self.family, self.space)
+        return self
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: the root of the YAML file."""
 
@@ -772,6 +848,8 @@ class ExperimentConfig(StrictModel):
     models: ModelsSection = Field(default_factory=ModelsSection)  # a factory: its defaults consult the registry
     stress: StressSection = StressSection()
     """Crash stress tests of every strategy (scenarios, seeds, paths, the drawdown check's tolerance)."""
+    sweep: SweepSection | None = None
+    """A hyper-parameter sweep (its own `sweep` job); none unless configured."""
 
     @field_validator("costs", "baseline_settings")
     @classmethod

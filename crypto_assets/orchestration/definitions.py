@@ -18,9 +18,15 @@ from crypto_assets.orchestration.assets.live import build_live_assets
 from crypto_assets.orchestration.assets.paper import build_paper_asset
 from crypto_assets.orchestration.assets.reports import build_report_assets
 from crypto_assets.orchestration.assets.stress import build_stress_assets
+from crypto_assets.orchestration.assets.sweeps import RAY_RESOURCE, build_sweep_assets
 from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
-from crypto_assets.orchestration.resources import DataSourceResource, TorchDeviceResource, WarehouseResource
+from crypto_assets.orchestration.resources import (
+    DataSourceResource,
+    RayResource,
+    TorchDeviceResource,
+    WarehouseResource,
+)
 from crypto_assets.orchestration.schedules import build_ingest_schedule, build_paper_schedule
 from crypto_assets.paths import experiment_root
 
@@ -29,6 +35,7 @@ FOLDS_JOB = "folds"
 REPORTS_JOB = "reports"
 LIVE_JOB = "live"
 STRESS_JOB = "stress"
+SWEEP_JOB = "sweep"
 PAPER_JOB = "paper"
 
 
@@ -68,6 +75,8 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     paper = [paper_asset] if paper_asset is not None else []
     # Unpartitioned like the reports, but their own job: they read the stored fold artifacts, after the folds.
     stress = [] if data_only else build_stress_assets(experiment)
+    # A hyper-parameter sweep on Ray (DESIGN.md §6.4): unpartitioned, its own job, when `sweep` is configured.
+    sweeps = [] if data_only else build_sweep_assets(experiment)
     # The dashboard renders what exists: in the reports job, and again in the stress job after stress_kpis.
     report = [] if data_only else [build_dashboard_asset(experiment, stress)]
     research = [*research, *report]
@@ -78,6 +87,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         LIVE_JOB: live,
         PAPER_JOB: paper,
         STRESS_JOB: [*stress, *report] if stress else [],
+        SWEEP_JOB: sweeps,
     }
     for asset in [*ingestion, *research]:
         if asset.partitions_def == months:
@@ -99,6 +109,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
             "Stress paths per scenario × seed and every stored fold strategy and baseline replayed on them; the "
             "dashboard again, with its stress section."
         ),
+        SWEEP_JOB: "Hyper-parameter sweep on Ray (RAY_ADDRESS or a local Ray): trials walk-forward evaluated, registered.",
     }
     jobs = [
         dg.define_asset_job(
@@ -111,6 +122,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
                 LIVE_JOB: months,
                 PAPER_JOB: months,
                 STRESS_JOB: None,
+                SWEEP_JOB: None,
             }[name],
             description=descriptions[name],
             # One process per run, not per step: a step process re-imports the code location (~2 s here, more
@@ -122,7 +134,7 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
         if assets or name == INGEST_JOB
     ]
     return dg.Definitions(
-        assets=[*ingestion, *research, *live, *paper, *stress],
+        assets=[*ingestion, *research, *live, *paper, *stress, *sweeps],
         jobs=jobs,
         schedules=[
             build_ingest_schedule(experiment, jobs[0]),
@@ -136,5 +148,6 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
             # Swappable (tests, a recorded exchange): assets reach the source and the stored tables only here.
             "data_source": DataSourceResource.for_experiment(experiment),
             "warehouse": WarehouseResource.for_experiment(experiment),
+            RAY_RESOURCE: RayResource(),
         },
     )

@@ -4,6 +4,7 @@ happen inside methods, never at code-location load."""
 from __future__ import annotations
 
 import warnings
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from crypto_assets.config import ExperimentConfig
     from crypto_assets.sources.base import OhlcvSource
     from crypto_assets.storage.warehouse import Warehouse
+    from crypto_assets.sweeps.cluster import RaySession
 
 
 class TorchDeviceResource(dg.ConfigurableResource):
@@ -79,3 +81,19 @@ class WarehouseResource(dg.ConfigurableResource):
         from crypto_assets.storage.warehouse import Warehouse
 
         return Warehouse(self.storage_root)
+
+
+class RayResource(dg.ConfigurableResource):
+    """Where sweeps run (crypto_assets.sweeps.cluster.ray_session): `address` or else the `RAY_ADDRESS` environment
+    variable names an existing cluster (its token from Ray's own `RAY_AUTH_TOKEN` / `RAY_AUTH_TOKEN_PATH`); with
+    neither, a local Ray is started for the run and shut down after it. Same code either way; the `crypto_assets`
+    package reaches the workers through the session's `runtime_env`."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    """Caps a locally started Ray (None: every core); ignored when connecting to a cluster."""
+
+    def session(self) -> AbstractContextManager[RaySession]:
+        from crypto_assets.sweeps.cluster import ray_session
+
+        return ray_session(self.address, num_cpus=self.num_cpus)
