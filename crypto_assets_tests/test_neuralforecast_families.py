@@ -141,6 +141,13 @@ def test_replay_from_the_artifact_equals_the_stored_decisions(
     assert replayed.height > 0 and replayed.equals(stored.sort("symbol", "ts"))
     assert (Path(directory) / "curves" / "loss.parquet").exists()
     assert artifact.metrics["oos_n"] > 0 and math.isfinite(artifact.metrics["train_nll"])
+    # bars it never saw: another market, a later month
+    other = SyntheticSource(SyntheticSection(), seed=99, anchor=START).fetch(
+        ["BTC/USDT", "ETH/USDT"], "1h", START, dt.datetime(2024, 6, 15, tzinfo=dt.UTC)
+    )
+    start, end = dt.datetime(2024, 5, 1, tzinfo=dt.UTC), dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    unseen = artifact.weights(other, start=start, end=end)
+    assert unseen.height > 0 and unseen["ts"].min() >= start and unseen["ts"].max() < end  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("family_type", FAMILIES)

@@ -70,6 +70,9 @@ class NHITSParams(NeuralForecastParams):
     )
     """Downsampling of each stack's forecast (coarse to fine); each must be ≤ the label horizon."""
     dropout_prob_theta: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    distribution: Literal["Normal", "StudentT"] = "StudentT"
+    """StudentT for NHITS: on the demo fold (300 steps) its Normal head kept an upward bias (median μ_h +2 % a day,
+    p_up 0.71, while the train window drifted down) that StudentT did not (−0.7 %, p_up 0.42)."""
 
     def model_kwargs(self) -> dict[str, Any]:
         return {

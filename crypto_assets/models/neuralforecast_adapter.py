@@ -6,7 +6,8 @@ The fold's scaled features are historical exogenous inputs (`hist_exog_list`): t
 decision bar, never after. unique_id = symbol. Training sees the rows with `split == "train"` only.
 
 Scaling. No `local_scaler_type` (NeuralForecast fits it on the whole frame, test rows included: a leak). The
-model's own per-window `scaler_type` normalises each input window by statistics of that window's past alone.
+model's own per-window `scaler_type` normalises the target of each window by statistics of that window's input
+steps alone; the exogenous features are already the fold's train-only robust z-scores and are fed as they are.
 
 Forecast. The model's head is a `DistributionLoss("Normal" | "StudentT", return_params=True)`: for each decision
 bar t it gives per-step parameters (loc_k, scale_k) of the returns at t+1 .. t+h. Assumption: the h steps are
@@ -18,19 +19,21 @@ independent (and, for StudentT, their sum is close to Normal), so the horizon re
 The sampled columns of NeuralForecast (median, quantiles of random draws) are not deterministic and are not used.
 
 Rolling predictions are made by building the input windows here and calling the torch module directly, batched
-over every decision bar at once: NeuralForecast's `predict` / `cross_validation` take one history per call (or
-refit), and each call spins up a Lightning trainer and data module (≈0.1–0.3 s each), which over 6 folds × ~60
-decision bars × 3 symbols costs more than the training. The window of decision bar t is the `input_size` rows of its
+over every decision bar at once: NeuralForecast's `predict` forecasts from the end of the history it is given, so
+rolling decisions need one call per decision bar (each running a Lightning trainer and data module over rebuilt
+windows), and `cross_validation` refits. The window of decision bar t is the `input_size` rows of its
 symbol up to and including t (consecutive rows, like `crypto_assets.models.data`: the purge gap and exchange gaps are
-bridged; a short history is left-padded with masked zeros, as NeuralForecast pads). The normalisation, the forward
-pass and the scale decoupling are NeuralForecast's own methods (`_normalization`, `_parse_windows`, `forward`,
-`loss.domain_map`, `loss.scale_decouple`), so the numbers are those its predict step computes before sampling.
+bridged; a short history is left-padded with masked zeros, as NeuralForecast pads). The scaler, the window parsing,
+the forward pass and the scale decoupling are NeuralForecast's own (`scaler.transform`, `_parse_windows`, `forward`,
+`loss.domain_map`, `loss.scale_decouple`): without exogenous inputs the moments equal those of its own `predict`
+(tested), with them they differ only in leaving the features unscaled per window.
 
 Determinism and side effects (DESIGN.md §2): `neuralforecast` is imported inside the functions only (it loads
 lightning and ray). Building a model calls `pl.seed_everything`, which resets Python's, NumPy's and torch's global
-random state: every call here restores the caller's global state afterwards (`kept_global_rng`). Training runs with
-one torch thread and deterministic algorithms; Lightning's progress bar, logger, checkpoints and model summary are
-off, so nothing is written to disk except by `save`.
+random state: every call here restores the caller's global state afterwards (`kept_global_rng`). Training and
+forecasting run with one torch thread and deterministic algorithms, on the device given (`cpu`, `cuda:N`). No
+Lightning trainer is built (training is the loop in `fit_nf_forecaster`), so there is no progress bar, logger or
+checkpoint, and nothing is written to disk except by `save`.
 """
 
 from __future__ import annotations
@@ -95,16 +98,6 @@ def quiet_lightning() -> Iterator[None]:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-
-
-def trainer_device(device: str) -> dict[str, Any]:
-    """Lightning's `accelerator` / `devices` for a torch device string (`cpu`, `cuda`, `cuda:N`)."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return {"accelerator": "gpu", "devices": [dev.index or 0]}
-    if dev.type != "cpu":
-        raise ValueError(f"unsupported device {device!r} for NeuralForecast (cpu or cuda:N)")
-    return {"accelerator": "cpu", "devices": 1}
 
 
 def log_return_series(frame: pl.DataFrame, bars: pl.DataFrame, exog_columns: list[str]) -> pl.DataFrame:
