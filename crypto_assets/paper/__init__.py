@@ -30,7 +30,7 @@ bars; never rewritten, never removed by a re-materialization):
 
 `paper_report` (`PaperReport`, also the asset's metadata):
     track    strategy, month, ts, equity, return, track_equity (months chained, from 1), rolling_sharpe
-             (annualised), replay_equity, gap ((paper − replay equity) / capital)
+             (annualised, over ROLLING_SHARPE), replay_equity, gap ((paper − replay equity) / capital)
     summary  strategy, bars, first_bar, last_bar, watermark, total_return, sharpe (annualised), psr_vs_zero,
              backtest_sharpe, backtest_source (kpis | replay | none), psr_vs_backtest, min_track_record_bars,
              min_track_record_bars_vs_backtest (95 %), max_abs_gap
@@ -46,10 +46,11 @@ from crypto_assets.paper.ledger import (
     decide,
     trade_forward,
 )
-from crypto_assets.paper.report import PaperReport, min_track_record_length, paper_report, replay_gap
+from crypto_assets.paper.report import ROLLING_SHARPE, PaperReport, min_track_record_length, paper_report, replay_gap
 
 __all__ = [
     "LEDGER_SCHEMA",
+    "ROLLING_SHARPE",
     "ForwardResult",
     "LedgerConflict",
     "PaperLedgerStore",

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 CONFIDENCE = 0.95
 """Confidence of the minimum track-record length."""
+ROLLING_SHARPE = "7d"
+"""Window of the rolling Sharpe the `paper_ledger` asset reports (a duration: the same span at every timeframe)."""
 GAP_SCHEMA: dict[str, pl.DataType] = {
     "strategy": pl.String(),
     "month": pl.String(),

@@ -21,7 +21,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_assets.config import ExperimentConfig
-from crypto_assets.families import get_family
+from crypto_assets.families import Artifact, get_family
 from crypto_assets.ingestion.scope import data_end_exclusive
 from crypto_assets.orchestration.assets.common import cost_lookback, cost_model
 from crypto_assets.orchestration.assets.ingestion import run_now
@@ -29,13 +29,20 @@ from crypto_assets.orchestration.assets.live import LIVE_MODEL_PREFIX
 from crypto_assets.orchestration.metadata import table_metadata
 from crypto_assets.orchestration.partitions import data_partitions
 from crypto_assets.orchestration.resources import DataSourceResource
+from crypto_assets.paper import (
+    ROLLING_SHARPE,
+    PaperLedgerStore,
+    PaperSetup,
+    artifact_digest,
+    paper_report,
+    replay_gap,
+    trade_forward,
+)
 from crypto_assets.paths import experiment_root
 from crypto_assets.storage.warehouse import Warehouse
 from crypto_assets.timeframes import duration_bars, timeframe_delta
 
 PAPER_ASSET = "paper_ledger"
-ROLLING_SHARPE = "7d"
-"""Window of the report's rolling Sharpe (a duration: the same span at every timeframe)."""
 
 
 class PaperConfig(dg.Config):
@@ -79,16 +86,6 @@ def build_paper_asset(experiment: ExperimentConfig) -> dg.AssetsDefinition | Non
     def paper_ledger(
         context: dg.AssetExecutionContext, config: PaperConfig, data_source: DataSourceResource
     ) -> dg.MaterializeResult:
-        from crypto_assets.families import Artifact
-        from crypto_assets.paper import (
-            PaperLedgerStore,
-            PaperSetup,
-            artifact_digest,
-            paper_report,
-            replay_gap,
-            trade_forward,
-        )
-
         now = run_now(context, config.as_of, PAPER_ASSET)
         note = no_bars_after_end(experiment, now)
         if note is not None:
@@ -104,6 +101,8 @@ def build_paper_asset(experiment: ExperimentConfig) -> dg.AssetsDefinition | Non
         first_artifact = next(iter(artifacts.values()))[0]
         month_start, month_end = first_artifact.window.test_start, first_artifact.window.test_end
         closed_end = dt.datetime.fromtimestamp(now.timestamp() // tf.total_seconds() * tf.total_seconds(), dt.UTC)
+        if data.end is not None:  # a data.end still ahead: trade up to it, never past it
+            closed_end = min(closed_end, dt.datetime.combine(data_end_exclusive(data), dt.time(), dt.UTC))
         if closed_end <= month_start:
             message = f"no closed bar of {month} yet at {now:%Y-%m-%d %H:%M} UTC"
             context.log.info(message)
