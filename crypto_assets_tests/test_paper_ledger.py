@@ -5,7 +5,9 @@ immutability, causal decisions, the report, and the Dagster asset + schedule."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +38,9 @@ from crypto_assets.paper import (
     replay_gap,
     trade_forward,
 )
+from crypto_assets.sources.base import SourceError
 from crypto_assets.sources.ccxt_source import CcxtSource
-from crypto_assets_tests.local_exchange import LocalExchange, load_fixture
+from crypto_assets_tests.local_exchange import LocalExchange, load_fixture, status
 from crypto_assets_tests.test_families import ToyParams
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
@@ -99,6 +102,7 @@ class Trader:
     artifact: Artifact
     source: CcxtSource
     clock: Clock
+    exchange: LocalExchange
 
     def tick(self, now: dt.datetime) -> pl.DataFrame:
         """Advance the clock to `now` and run one ledger step (fetch closed bars, decide, book, append)."""
@@ -145,7 +149,7 @@ def trader_factory(
         settings = CcxtSection(rate_limit_ms=0, backoff_s=0.0, max_retries=1)
         source = CcxtSource("binance", settings, api_url=exchange.url, clock=clock)
         artifact, digest = model or live
-        return Trader(PaperLedgerStore(tmp_path / name), setup_for(digest), artifact, source, clock)
+        return Trader(PaperLedgerStore(tmp_path / name), setup_for(digest), artifact, source, clock, exchange)
 
     yield make
     for exchange in exchanges:
@@ -157,11 +161,18 @@ def hours(n: int) -> dt.datetime:
     return MONTH_START + n * HOUR
 
 
-def test_the_exchange_publishes_only_closed_bars(trader_factory: Callable[..., Trader]) -> None:
-    trader = trader_factory()
-    trader.clock.now = hours(3) + dt.timedelta(minutes=59)
-    served = trader.source._exchange.fetch_ohlcv("BTC/USDT", "1h", int(hours(0).timestamp() * 1000), 10)
-    assert [dt.datetime.fromtimestamp(row[0] / 1000, dt.UTC) for row in served] == [hours(i) for i in range(3)]
+def test_the_exchange_publishes_only_closed_bars(recorded: pl.DataFrame) -> None:
+    clock = Clock(hours(3) + dt.timedelta(minutes=59))  # bar 3 is still open
+    with LocalExchange(recorded, clock=clock) as exchange:
+
+        def served() -> list[dt.datetime]:
+            query = f"symbol=BTCUSDT&interval=1h&startTime={int(hours(0).timestamp() * 1000)}&limit=10"
+            with urllib.request.urlopen(f"{exchange.url}/api/v3/klines?{query}") as answer:
+                return [dt.datetime.fromtimestamp(row[0] / 1000, dt.UTC) for row in json.load(answer)]
+
+        assert served() == [hours(i) for i in range(3)]
+        clock.now = hours(4)  # bar 3 closes
+        assert served() == [hours(i) for i in range(4)]
 
 
 def test_bar_by_bar_ledger_equals_run_backtest_on_the_same_bars_and_weights(
@@ -221,7 +232,12 @@ def test_restart_after_an_outage_catches_up_exactly_the_missed_bars(trader_facto
         steady.tick(hours(n))
     for n in (1, 2, 3):
         outage.tick(hours(n))
-    caught_up = outage.tick(hours(10))  # ticks 4 .. 9 never ran
+    stored = outage.store.read()
+    outage.exchange.inject(status(503), status(503))  # the exchange is down at tick 5: that run fails ...
+    with pytest.raises(SourceError, match="503"):
+        outage.tick(hours(5))
+    assert outage.store.read().equals(stored)  # ... having written nothing
+    caught_up = outage.tick(hours(10))  # ticks 4 .. 9 never traded
     assert caught_up.select("ts").unique().sort("ts")["ts"].to_list() == [hours(n) for n in range(3, 10)]
     assert (caught_up["watermark"] == hours(9)).all()  # written by the catch-up, decided bar by bar
     a, b = steady.store.read(), outage.store.read()
