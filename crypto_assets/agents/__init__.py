@@ -4,6 +4,7 @@
   fills, costs and marks are the backtest engine's own compiled per-bar functions; `evaluate_policy_weights`.
 - `crypto_assets.agents.ppo`: `train_ppo` (stable-baselines3 PPO) → `TrainedAgent`
   (`crypto_assets.agents.trained`: the training loop, curves, save / load and replay every algorithm shares).
+- `crypto_assets.agents.off_policy`: `train_sac`, `train_td3` (stable-baselines3 SAC / TD3) → `TrainedAgent`.
 
 torch / stable-baselines3 load only when one of those names is first used (they are heavy, and the Dagster executor
 re-imports the code location in every step process).
@@ -19,6 +20,8 @@ _LAZY = {
     "PPOParams": "ppo",
     "train_ppo": "ppo",
     "TrainedAgent": "trained",
+    "train_sac": "off_policy",
+    "train_td3": "off_policy",
 }
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "TrainedAgent",
     "evaluate_policy_weights",
     "train_ppo",
+    "train_sac",
+    "train_td3",
 ]
 
 

@@ -193,11 +193,10 @@ def train_agent(
     *,
     n_envs: int,
     seed: int,
-    curve_every_steps: int = 0,
 ) -> TrainedAgent:
     """The training loop every algorithm shares: a `DummyVecEnv` of `n_envs` monitored environments from
     `train_env_factory`, the model `build(venv)` makes (seeded with `seed`), `params.total_timesteps` transitions,
-    deterministically on CPU (module docstring); curves at most every `curve_every_steps` transitions."""
+    deterministically on CPU (module docstring); a curve row at least every `params.curve_every_steps` transitions."""
 
     def monitored() -> gym.Env:  # type: ignore[type-arg]
         return Monitor(train_env_factory())  # episode returns / lengths for the curves
@@ -206,7 +205,7 @@ def train_agent(
         seed_everything(seed)
         venv = DummyVecEnv([monitored] * n_envs)
         model = build(venv)
-        curves = TrainingCurves(curve_every_steps)
+        curves = TrainingCurves(params.curve_every_steps)
         started = time.perf_counter()
         model.learn(total_timesteps=params.total_timesteps, callback=curves)
         train_seconds = time.perf_counter() - started
