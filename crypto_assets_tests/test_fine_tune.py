@@ -29,10 +29,10 @@ FINE_TUNED = {**LSTM, "retrain": "fine_tune", "fine_tune_fraction": 0.5}
 
 
 def fine_tune_config(tmp_path: Path, name: str) -> Path:
-    """The model-assets experiment (two one-month folds) with one tiny fine-tuned LSTM_Attn."""
+    """The model-assets experiment (two one-month folds) with one tiny fine-tuned LSTM_Attn, two seeds per fold."""
     path = write_config(tmp_path, name)
     raw = yaml.safe_load(path.read_text())
-    raw["models"] = {"families": [FINE_TUNED], "ensemble": [{"type": "LSTM_Attn", "weight": 1.0}]}
+    raw["models"] = {"families": [{**FINE_TUNED, "n_seeds": 2}], "ensemble": [{"type": "LSTM_Attn", "weight": 1.0}]}
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -47,10 +47,14 @@ def state(artifact_model: object) -> dict[str, torch.Tensor]:
     return artifact_model.model.state_dict()  # type: ignore[attr-defined]
 
 
-def test_second_fold_starts_from_the_first_folds_weights(fine_tuned: tuple[ExperimentConfig, Warehouse]) -> None:
+@pytest.mark.parametrize("seed_folder", ["model_lstm_attn/{fold}", "seed_models_lstm_attn/{fold}/seed_1"])
+def test_second_fold_starts_from_the_first_folds_weights(
+    fine_tuned: tuple[ExperimentConfig, Warehouse], seed_folder: str
+) -> None:
+    """Seed 0 (the strategy) and seed 1 each continue their own chain: fold k from the same seed's fold k − 1."""
     config, warehouse = fine_tuned
-    root = experiment_root(config) / "artifacts" / "model_lstm_attn"
-    first, second = (Artifact.load(root / key) for key in FOLDS)
+    root = experiment_root(config) / "artifacts"
+    first, second = (Artifact.load(root / seed_folder.format(fold=key)) for key in FOLDS)
     assert first.model.epochs_run == 2  # the first fold trains in full
     assert second.model.epochs_run == 1  # ceil(0.5 × 2): a fine-tuned fold trains half the budget
     frame = warehouse.read_partitions("fold_dataset", [FOLDS[1]])

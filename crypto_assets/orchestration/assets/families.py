@@ -153,13 +153,12 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
         if n_seeds > 1
         else {}
     )
-    # fine_tune: fold k reads fold k − 1's checkpoints (seed i from seed i), so the folds run in order
     # hybrid agents observe the fold's own forecasters: their artifacts of the same fold are inputs
     state_ins = {f"state_{t.lower()}": dg.AssetIn(key=f"{MODEL_PREFIX}{t.lower()}") for t in state_forecasters(params)}
-    checkpoints = [model_name, *([seed_models_name] if n_seeds > 1 else [])]
-    previous_deps = (
-        [dg.AssetDep(n, partition_mapping=previous_fold_mapping()) for n in checkpoints] if fine_tune else []
-    )
+    # fine_tune: fold k reads fold k − 1's checkpoints (seed i from seed i), so it depends on its previous fold.
+    # One dependency, on model_<slug>: the same step writes seed_models_<slug>, and a multi-asset's deps apply to
+    # all its outputs (a second one would make the two checkpoints each other's upstream inside one step).
+    previous_deps = [dg.AssetDep(model_name, partition_mapping=previous_fold_mapping())] if fine_tune else []
 
     @dg.multi_asset(
         can_subset=True,
