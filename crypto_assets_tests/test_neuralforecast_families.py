@@ -231,3 +231,27 @@ def test_direct_forecast_equals_neuralforecasts_own_predict(fold: tuple[FoldData
     loc, scale = raw[:, -2].reshape(2, 12), raw[:, -1].reshape(2, 12)
     assert np.allclose(ours["mu_h"].to_numpy(), loc.sum(axis=1), rtol=1e-5, atol=1e-7)
     assert np.allclose(ours["sigma_h"].to_numpy(), np.sqrt((scale.astype(np.float64) ** 2).sum(axis=1)), rtol=1e-5)
+
+
+def test_fine_tune_starts_from_the_previous_model_on_a_fraction_of_the_steps(
+    trained: dict[str, Any], fold: tuple[FoldData, Any, Any, pl.DataFrame]
+) -> None:
+    data, *_ = fold
+    family = get_family("NF_LSTM")
+    assert family.can_warm_start
+    previous = Artifact.load(trained["NF_LSTM"][0]).model
+    params = params_of("NF_LSTM", retrain="fine_tune", fine_tune_fraction=0.5)
+    warm = family.fit_warm(data, params, 11, "cpu", previous)
+    assert warm.steps_run == 3  # half of max_steps = 6
+    # one step from the previous weights stays closer to them than one step from a fresh initialisation
+    start = state(previous)
+
+    def distance(model: Any) -> float:
+        return sum(float((v - start[k]).abs().sum()) for k, v in state(model).items())
+
+    one_step = params_of("NF_LSTM", max_steps=1)
+    assert (
+        0
+        < distance(family.fit_warm(data, one_step, 11, "cpu", previous))
+        < distance(family.fit(data, one_step, 11, "cpu"))
+    )

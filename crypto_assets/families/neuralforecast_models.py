@@ -5,11 +5,13 @@ returns from the fold's train rows (crypto_assets.models.neuralforecast_adapter;
 its target). predict: at every `rebalance_every`-th bar of the decision window (the grid `forecast_to_weights` keeps),
 from the data up to that bar only, the horizon's μ_h = Σ loc and σ_h = √Σ scale² under independent Normal steps give
 p_up = Φ(μ_h / σ_h) and a per-bar vol σ_h / √h, sized to target weights by the same `forecast_to_weights` rule as the
-torch forecasters. NeuralForecast (lightning, ray) is imported inside the methods only.
+torch forecasters. fit_warm (`retrain: fine_tune`): the same training from the previous fold's weights, on
+`fine_tune_fraction` of the steps. NeuralForecast (lightning, ray) is imported inside the methods only.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -134,6 +136,14 @@ class NeuralForecastFamily(Family):
     model_class: ClassVar[Literal["NHITS", "TFT", "LSTM"]]
 
     def fit(self, data: FoldData, params: Any, seed: int, device: str) -> Any:
+        return self._fit(data, params, seed, device, init=None, max_steps=params.max_steps)
+
+    def fit_warm(self, data: FoldData, params: Any, seed: int, device: str, init: Any) -> Any:
+        """From the previous fold's weights, `fine_tune_fraction` of `max_steps` (at least one)."""
+        steps = max(1, math.ceil(params.max_steps * params.fine_tune_fraction))
+        return self._fit(data, params, seed, device, init=init, max_steps=steps)
+
+    def _fit(self, data: FoldData, params: Any, seed: int, device: str, *, init: Any, max_steps: int) -> Any:
         from crypto_assets.models.neuralforecast_adapter import fit_nf_forecaster, log_return_series
 
         exog = feature_columns_of(data.frame) if params.use_exog else []
@@ -144,12 +154,13 @@ class NeuralForecastFamily(Family):
             horizon=data.context.label_horizon,
             distribution=params.distribution,
             seed=seed,
-            max_steps=params.max_steps,
+            max_steps=max_steps,
             windows_batch_size=params.windows_batch_size,
             device=device,
             val_bars=params.val_bars,
             val_check_steps=params.val_check_steps,
             patience_checks=-1 if params.patience_checks is None else params.patience_checks,
+            init=init,
         )
 
     def forecasts(self, model: Any, data: FoldData) -> pl.DataFrame:

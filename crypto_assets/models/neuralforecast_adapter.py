@@ -279,6 +279,7 @@ def fit_nf_forecaster(
     val_bars: int = 0,
     val_check_steps: int = 50,
     patience_checks: int = -1,
+    init: NFForecaster | None = None,
 ) -> NFForecaster:
     """Train `model_class` on the rows of `series` (`log_return_series`) with `split == "train"`.
 
@@ -296,7 +297,8 @@ def fit_nf_forecaster(
     no target is shared. Every `val_check_steps` steps the validation NLL is measured; the best state is kept and
     restored, and `patience_checks` ≥ 0 stops after that many checks without improvement. One torch thread,
     deterministic algorithms, `seed` for the weights and the window draws; the caller's global random state is
-    left as it was."""
+    left as it was. `init`: start from that model's weights (same class, horizon, inputs and sizes) instead of a
+    fresh initialisation, with a fresh optimiser (the previous fold's model, for `retrain: fine_tune`)."""
     exog = [c for c in series.columns if c not in ("symbol", "ts", Y, "split")]
     train = series.filter(pl.col("split") == "train").sort("symbol", "ts")
     if train.height == 0:
@@ -305,6 +307,11 @@ def fit_nf_forecaster(
     fit_ends, val_ends, first = _train_windows(train, horizon, val_bars)
     if fit_ends.size == 0:
         raise ValueError(f"no train window with {horizon} target bars after it (val_bars={val_bars}): too few rows")
+    if init is not None and (init.model_class, init.horizon, init.exog_columns) != (model_class, horizon, exog):
+        raise ValueError(
+            f"cannot warm-start a {model_class} (horizon {horizon}, {len(exog)} inputs) from a {init.model_class} "
+            f"(horizon {init.horizon}, {len(init.exog_columns)} inputs)"
+        )
     cols = [Y, *exog]
     losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
@@ -322,6 +329,8 @@ def fit_nf_forecaster(
             windows_batch_size=windows_batch_size,
             **model_kwargs,
         )
+        if init is not None:
+            model.load_state_dict(init.model.state_dict())
         model.to(torch.device(device))
         torch.manual_seed(seed)
         draws = torch.Generator().manual_seed(seed)
