@@ -107,7 +107,7 @@ class AgentFamily(Family):
 
     def fit(self, data: FoldData, params: Any, seed: int, device: str) -> TrainedAgent:
         return self._train_on_fold(
-            data, params, lambda env_factory: self.train(env_factory, params, seed, _device(params, device))
+            data, params, device, lambda env_factory: self.train(env_factory, params, seed, _device(params, device))
         )
 
     def fit_warm(self, data: FoldData, params: Any, seed: int, device: str, init: TrainedAgent) -> TrainedAgent:
@@ -136,23 +136,25 @@ class AgentFamily(Family):
         def train(env_factory: Callable[[], TradingEnv]) -> TrainedAgent:
             return train_agent(env_factory, budget, resume, n_envs=init.model.n_envs, seed=seed)
 
-        return self._train_on_fold(data, params, train, previous=init)
+        return self._train_on_fold(data, params, device, train, previous=init)
 
     def _train_on_fold(
         self,
         data: FoldData,
         params: Any,
+        device: str,
         train: Callable[[Callable[[], TradingEnv]], TrainedAgent],
         previous: TrainedAgent | None = None,
     ) -> TrainedAgent:
         """`train` on training-mode environments of the fold's train split, at the experiment's capital and costs;
-        the agent records what its observation is made of. `previous` (warm start) must observe the same."""
+        the agent records what its observation is made of. `previous` (warm start) must observe the same. A hybrid
+        agent's state forecasters are cross-fitted on `device` (the experiment's: where the forecasters train)."""
         from crypto_assets.agents import EnvData, TradingEnv
 
         ctx = data.context
         costs = ctx.cost_model()
         env_params = params.env_params(initial_value=ctx.capital)  # impact and the cap depend on the capital
-        frame, forecasters = _with_state_forecasts(data, params)
+        frame, forecasters = _with_state_forecasts(data, params, device)
         train_data = EnvData.from_frames(frame, data.bars, split="train", timeframe=ctx.timeframe)
         # what the policy's observation is made of: replay on other bars must build exactly this
         inputs = {
@@ -240,7 +242,7 @@ def state_prefix(forecaster_type: str) -> str:
     return f"fc_{forecaster_type.lower()}"
 
 
-def _with_state_forecasts(data: FoldData, params: AgentParams) -> tuple[pl.DataFrame, dict[str, Any]]:
+def _with_state_forecasts(data: FoldData, params: AgentParams, device: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The fold frame with each state forecaster's columns (train rows cross-fitted out of sample, the other rows
     from the fold's own forecaster, crypto_assets.models.cross_fit) and those forecasters by prefix."""
     from crypto_assets.models.cross_fit import cross_fitted_forecasts, forecast_state
@@ -258,6 +260,7 @@ def _with_state_forecasts(data: FoldData, params: AgentParams) -> tuple[pl.DataF
             artifact.params,  # type: ignore[arg-type]  # a forecaster family's parameters (validated above)
             seed=artifact.seed,
             k=params.state_blocks,
+            device=device,
         )
         prefix = state_prefix(forecaster_type)
         frame = forecast_state(frame, own, prefix, cross_fitted)
