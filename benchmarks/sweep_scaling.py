@@ -4,10 +4,10 @@ Three runs of the same sweep (LSTM_Attn, TPE, `--trials` trials, concurrency 2) 
 - in-process: the trials evaluated one after the other in this process (the peer every ratio is quoted against;
   torch and the engine are warmed up first, so it is the steady-state cost of a trial);
 - local Ray: `ray_session()` without an address (a Ray started for the run, 2 CPUs), the way `crypto-lab` runs a
-  sweep when RAY_ADDRESS is unset; its start-up time, and the worker cold start (torch import, engine JIT in each
-  fresh worker) counted in its wall time;
+  sweep when RAY_ADDRESS is unset; its start-up time, the first sweep's wall time (with the worker cold start:
+  torch import and the engine's JIT in each fresh worker) and a second sweep on the same, now warm, workers;
 - loopback cluster: two Ray nodes on this machine (one CPU each, ray.cluster_utils), connected by address: the
-  scale-out path; which nodes ran trials.
+  scale-out path (cold and warm, as above); which nodes ran trials.
 Memory: peak RSS of this process and every process it started (Ray's GCS, raylets, workers), sampled every 0.25 s.
 
     .venv/bin/python benchmarks/sweep_scaling.py [--trials 6]
@@ -147,6 +147,9 @@ def main() -> None:
         began = time.perf_counter()
         local_ray = run_sweep(experiment, bars, features)
         figures["local_ray_seconds"] = time.perf_counter() - began
+        began = time.perf_counter()
+        run_sweep(experiment, bars, features)  # again, on the session's warm workers
+        figures["local_ray_warm_seconds"] = time.perf_counter() - began
     figures["local_ray_peak_rss_mb"] = memory["peak_mb"]
     figures["local_ray_trials_per_min"] = args.trials / figures["local_ray_seconds"] * 60
     figures["same_configurations_as_inprocess"] = [t.sampled for t in local_ray.trials] == [
@@ -167,6 +170,9 @@ def main() -> None:
                 began = time.perf_counter()
                 loopback = run_sweep(experiment, bars, features)
                 figures["cluster_seconds"] = time.perf_counter() - began
+                began = time.perf_counter()
+                run_sweep(experiment, bars, features)
+                figures["cluster_warm_seconds"] = time.perf_counter() - began
         finally:
             cluster.shutdown()
     figures["cluster_peak_rss_mb"] = memory["peak_mb"]
@@ -174,7 +180,9 @@ def main() -> None:
     figures["cluster_nodes_that_ran_trials"] = loopback.table["node_id"].n_unique()
     figures["uptime_after"] = uptime()
     for name in ("local_ray", "cluster"):
-        figures[f"{name}_vs_inprocess"] = figures[f"{name}_trials_per_min"] / figures["inprocess_trials_per_min"]
+        figures[f"{name}_warm_trials_per_min"] = args.trials / figures[f"{name}_warm_seconds"] * 60
+        for run in (name, f"{name}_warm"):
+            figures[f"{run}_vs_inprocess"] = figures[f"{run}_trials_per_min"] / figures["inprocess_trials_per_min"]
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}, indent=2))
 
 

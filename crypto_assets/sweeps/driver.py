@@ -194,7 +194,11 @@ def _evaluate_on_worker(
     """A Ray task (bars and features arrive from the object store): `evaluate_trial` on this worker's device."""
     import ray
 
-    device = "cuda" if use_gpu and ray.get_gpu_ids() else "cpu"
+    from crypto_assets.models import select_device
+
+    # Ray hides every card but this task's share (CUDA_VISIBLE_DEVICES), so it is cuda:0; CPU with a warning
+    # when torch has no CUDA
+    device = str(select_device(0)) if use_gpu and ray.get_gpu_ids() else "cpu"
     result = evaluate_trial(
         params,
         windows,
