@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from crypto_assets.config import load_config, parse_config
+from crypto_assets.config import ConfigError, load_config, parse_config
 from crypto_assets.config.schema import SyntheticSection
 from crypto_assets.evaluation import order_rows
 from crypto_assets.families import (
@@ -155,5 +155,5 @@ def test_the_hybrid_agents_fold_asset_reads_the_folds_forecaster(tmp_path: Path)
 
     raw["models"]["families"] = [HYBRID]  # the forecaster it observes is not trained
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValueError, match=r"PPO_Agent.state_forecasters: \['LSTM_Attn'\] are not trained"):
-        build_definitions(load_config(path))
+    with pytest.raises(ConfigError, match=r"models.families\[0\].state_forecasters: \['LSTM_Attn'\] are not trained"):
+        load_config(path)

@@ -449,6 +449,12 @@ class FamilyParams(StrictModel):
         return self.type.lower()
 
     @property
+    def observed_families(self) -> dict[str, list[str]]:
+        """Other families whose fold models this one reads as inputs, by the key that lists them (a hybrid agent's
+        `state_forecasters`); the experiment must train them."""
+        return {}
+
+    @property
     def member_types(self) -> list[str]:
         """The families a stacked family learns from (none for a family trained on fold data)."""
         return []
@@ -582,6 +588,22 @@ class ModelsSection(StrictModel):
                     "input": family.member_types,
                 }
                 raise ValidationError.from_exception_data("ModelsSection", [error])
+        return self
+
+    @model_validator(mode="after")
+    def _observed_families_trained(self) -> ModelsSection:
+        trained = [p.type for p in self.trained]
+        for i, family in enumerate(self.families):
+            for key, types in family.observed_families.items():
+                missing = [t for t in types if t not in trained]
+                if missing:
+                    message = f"{missing} are not trained by this experiment (trained: {', '.join(trained)})"
+                    error: InitErrorDetails = {
+                        "type": PydanticCustomError("untrained_observed_family", message),
+                        "loc": ("families", i, key),
+                        "input": types,
+                    }
+                    raise ValidationError.from_exception_data("ModelsSection", [error])
         return self
 
     def params_of(self, family_type: str) -> FamilyParams:

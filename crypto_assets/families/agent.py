@@ -66,6 +66,10 @@ class AgentParams(FamilyParams):
     state_blocks: Annotated[int, Field(ge=2, le=20, json_schema_extra=OMIT_AT_DEFAULT)] = 4
     """Blocks of the inner cross-fitting of the state forecasters over the train window."""
 
+    @property
+    def observed_families(self) -> dict[str, list[str]]:
+        return {"state_forecasters": list(self.state_forecasters)} if self.state_forecasters else {}
+
     @field_validator("state_forecasters")
     @classmethod
     def _forecasters(cls, types: list[str]) -> list[str]:

@@ -90,10 +90,9 @@ def seed_for(seed_root: int, family: Family, fold_key: str, index: int) -> int:
 
 
 def state_forecasters(params: FamilyParams) -> list[str]:
-    """The forecaster families a hybrid agent observes (none for every other family)."""
-    from crypto_assets.families.agent import AgentParams
-
-    return list(params.state_forecasters) if isinstance(params, AgentParams) else []
+    """The forecaster families a hybrid agent observes (none for every other family; the config checks that the
+    experiment trains them)."""
+    return params.observed_families.get("state_forecasters", [])
 
 
 def artifact_dir(experiment: ExperimentConfig, asset_name: str, partition_key: str) -> Path:
@@ -319,13 +318,6 @@ def build_family_assets(experiment: ExperimentConfig) -> FamilyAssets:
     """The fold assets of every family `models.families` lists or the ensemble needs, and the ensemble."""
     from crypto_assets.orchestration.assets.meta_learner import build_meta_learner_assets  # it imports this module
 
-    types = [params.type for params in experiment.models.trained]
-    for params in experiment.models.trained:
-        missing = [t for t in state_forecasters(params) if t not in types]
-        if missing:
-            raise ValueError(
-                f"{params.type}.state_forecasters: {missing} are not trained by this experiment (trained: {types})"
-            )
     trained = [build_family_asset(experiment, params) for params in experiment.models.trained]
     strategies = [dg.AssetKey(f"{PREDICTIONS_PREFIX}{params.slug}") for params in experiment.models.trained]
     stacked, stacked_strategies = build_meta_learner_assets(experiment)
