@@ -111,6 +111,20 @@ def test_holdout_months_split_the_folds() -> None:
         plan_folds(config, config.sweep.model_copy(update={"holdout_months": 4}))
 
 
+def test_crypto_lab_run_only_sweep_launches_the_sweep_job() -> None:
+    import argparse
+
+    from crypto_assets.cli import UsageError, _plan
+    from crypto_assets.orchestration.definitions import SWEEP_JOB, build_definitions
+
+    args = argparse.Namespace(only=["sweep"], folds=None, skip_training=False)
+    config = parse_config(raw_config())
+    assert [request.job for request in _plan(args, config, build_definitions(config), None)] == [SWEEP_JOB]
+    no_sweep = parse_config({k: v for k, v in raw_config().items() if k != "sweep"})
+    with pytest.raises(UsageError, match="no `sweep` job"):
+        _plan(args, no_sweep, build_definitions(no_sweep), None)
+
+
 def test_median_rule_uses_earlier_trials_only_after_warm_up() -> None:
     earlier = [[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]]
     # running means 1 / 3 at every fold: median 2; never after the last fold

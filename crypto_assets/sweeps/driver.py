@@ -111,7 +111,9 @@ def plan_folds(experiment: ExperimentConfig, sweep: SweepSection, today: dt.date
         windows = [w for w in windows if w.test_end <= start]
         if not holdout:
             raise ValueError(
-                f"sweep.holdout_months ({sweep.holdout_months}): no fold tests inside the holdout from {start:%Y-%m}"
+                f"sweep.holdout_months ({sweep.holdout_months}): no fold tests inside the holdout from {start:%Y-%m} "
+                f"(a fold's test window, walk_forward.test_months = {experiment.walk_forward.test_months}, must fit "
+                "in it)"
             )
     if not windows:
         raise ValueError(
