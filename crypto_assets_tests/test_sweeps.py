@@ -319,3 +319,11 @@ def test_sweep_asset_reruns_the_same_configurations_without_duplicates(
     registry = core_sweep["registry"].read()
     assert registry.height == registry["trial_id"].n_unique() == first["trial_id"].n_unique()
     assert json.loads(json.dumps(metadata["best_params"].value)) == core_sweep["outcome"].best.sampled
+
+
+@pytest.mark.xdist_group("ray")
+def test_a_trial_no_node_can_hold_is_refused(ray_cluster: tuple[str, RaySession]) -> None:
+    config = parse_config(raw_config(resources_per_trial={"cpu": 1, "gpu": 0.25}))  # the loopback nodes have no GPU
+    market = pl.DataFrame()
+    with pytest.raises(ValueError, match=r"sweep.resources_per_trial \(1 CPU, 0.25 GPU per trial\) fits no node"):
+        run_sweep(config, market, market)

@@ -215,6 +215,19 @@ def _evaluate_on_worker(
     return replace(result, node_id=ray.get_runtime_context().get_node_id())
 
 
+def check_feasible(cpu: float, gpu: float) -> None:
+    """ValueError naming `sweep.resources_per_trial` when no node of the connected cluster has that much room:
+    Ray would queue such tasks forever instead of failing."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    if not any(r.get("CPU", 0.0) >= cpu and r.get("GPU", 0.0) >= gpu for r in nodes):
+        have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes) or "no node"
+        raise ValueError(
+            f"sweep.resources_per_trial ({cpu:g} CPU, {gpu:g} GPU per trial) fits no node of the Ray cluster ({have})"
+        )
+
+
 class RayEvaluator:
     """Runs configurations as Ray tasks on one plan's folds; the frames are put in the object store once."""
 
@@ -229,6 +242,7 @@ class RayEvaluator:
 
         from crypto_assets.families import Context
 
+        check_feasible(sweep.resources_per_trial.cpu, sweep.resources_per_trial.gpu)
         self.bars_ref, self.features_ref = ray.put(bars), ray.put(features)
         self.context = Context.from_experiment(experiment)
         self.seed_root = experiment.experiment.seed
