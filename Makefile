@@ -30,7 +30,7 @@ lint: install
 
 # The static checks, then the whole suite (unit, Dagster asset, local-exchange and real-data tests); no network.
 test: lint
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 # Dagster UI on the experiment's own instance (CONFIG=configs/csv.yaml make ui for another one).
 ui: install
