@@ -255,3 +255,15 @@ def test_fine_tune_starts_from_the_previous_model_on_a_fraction_of_the_steps(
         < distance(family.fit_warm(data, one_step, 11, "cpu", previous))
         < distance(family.fit(data, one_step, 11, "cpu"))
     )
+
+
+def test_validation_tail_keeps_the_best_checkpoint(fold: tuple[FoldData, Any, Any, pl.DataFrame]) -> None:
+    data, *_ = fold
+    family = get_family("NF_LSTM")
+    model = family.fit(data, params_of("NF_LSTM", val_bars=48, val_check_steps=2), 11, "cpu")
+    steps, losses = zip(*model.val_loss, strict=True)
+    assert steps == (2, 4, 6) and model.best_step == steps[int(np.argmin(losses))]
+    curve = family.curves(model)["loss"]
+    assert curve.height == 6 and curve["val_loss"].drop_nulls().to_list() == list(losses)
+    with pytest.raises(ValueError, match=r"val_bars=11 leaves no validation window: it must be at least the horizon"):
+        family.fit(data, params_of("NF_LSTM", val_bars=11), 11, "cpu")

@@ -293,11 +293,12 @@ def fit_nf_forecaster(
     with 26 exogenous features, against ~0.05 s here (benchmarks/RESULTS.md, "NeuralForecast families").
 
     `val_bars` > 0 holds out the last `val_bars` train rows of every symbol: training windows' targets end before
-    them, validation windows decide at a row `horizon` rows before the slice or later (their targets lie in it), so
-    no target is shared. Every `val_check_steps` steps the validation NLL is measured; the best state is kept and
-    restored, and `patience_checks` ≥ 0 stops after that many checks without improvement. One torch thread,
-    deterministic algorithms, `seed` for the weights and the window draws; the caller's global random state is
-    left as it was. `init`: start from that model's weights (same class, horizon, inputs and sizes) instead of a
+    them, validation windows decide at the row just before the slice or later (all their targets lie in it), so no
+    target is shared (their inputs reach back into the fit rows, as a decision's inputs do). `val_bars` must be at
+    least `horizon` for a validation window to exist. Every `val_check_steps` steps the validation NLL is measured;
+    the best state is kept and restored, and `patience_checks` ≥ 0 stops after that many checks without
+    improvement. One torch thread, deterministic algorithms, `seed` for the weights and the window draws; the
+    caller's global random state is left as it was. `init`: start from that model's weights (same class, horizon, inputs and sizes) instead of a
     fresh initialisation, with a fresh optimiser (the previous fold's model, for `retrain: fine_tune`)."""
     exog = [c for c in series.columns if c not in ("symbol", "ts", Y, "split")]
     train = series.filter(pl.col("split") == "train").sort("symbol", "ts")
@@ -307,6 +308,10 @@ def fit_nf_forecaster(
     fit_ends, val_ends, first = _train_windows(train, horizon, val_bars)
     if fit_ends.size == 0:
         raise ValueError(f"no train window with {horizon} target bars after it (val_bars={val_bars}): too few rows")
+    if val_bars > 0 and val_ends.size == 0:
+        raise ValueError(
+            f"val_bars={val_bars} leaves no validation window: it must be at least the horizon ({horizon})"
+        )
     if init is not None and (init.model_class, init.horizon, init.exog_columns) != (model_class, horizon, exog):
         raise ValueError(
             f"cannot warm-start a {model_class} (horizon {horizon}, {len(exog)} inputs) from a {init.model_class} "
@@ -394,7 +399,7 @@ def _train_windows(train: pl.DataFrame, horizon: int, val_bars: int) -> tuple[np
     row, first, last = (index[c].to_numpy().astype(np.int64) for c in ("_row", "_first", "_last"))
     val_start = last - val_bars + 1  # first row of the symbol's validation slice (= last + 1 when none)
     fit = row + horizon < val_start
-    val = (row + horizon >= val_start) & (row + horizon <= last) & (row >= first) if val_bars > 0 else row < 0
+    val = (row + 1 >= val_start) & (row + horizon <= last) if val_bars > 0 else row < 0
     return row[fit], row[val], first
 
 
