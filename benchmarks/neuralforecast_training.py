@@ -1,10 +1,11 @@
 """NeuralForecast families (NHITS, TFT, NF_LSTM): import time and per-fold train / predict time at demo settings.
 
 Import: `import neuralforecast.models` in a fresh interpreter, next to `import torch` (the peer every torch family
-pays), each the median of 3 runs. Training: one demo fold (configs/demo.yaml's synthetic market without its data defects, 3 symbols, 1h bars,
-6 train months, 2 test months, horizon 24, decisions every 24 bars), each NF family at the settings below and the
-demo's LSTM_Attn as the peer measured in the same run; fit (1 torch thread) and predict (the fold's decisions)
-timed separately, with the forecasts' medians as a sanity check (realised per-bar σ of the synthetic market ≈ 0.01).
+pays), each the median of 3 runs. Training: one demo fold (configs/demo.yaml's synthetic market without its data
+defects, 3 symbols, 1h bars, 6 train months, 2 test months, horizon 24, decisions every 24 bars), each NF family at
+the settings below and the demo's LSTM_Attn as the peer measured in the same run; neuralforecast is imported before
+the fits, which are timed (1 torch thread) apart from predict (the fold's decisions), with the forecasts' medians as
+a sanity check.
 
     .venv/bin/python benchmarks/neuralforecast_training.py [--fold 2023-07-01] [--families NHITS TFT ...]
 """
@@ -78,9 +79,7 @@ def main() -> None:
     started = time.perf_counter()
     import neuralforecast.models  # noqa: F401  (once per process, as in a step: not part of any fit below)
 
-    print(
-        f"import neuralforecast.models in this process (torch, polars, sklearn loaded): {time.perf_counter() - started:.1f} s"
-    )
+    print(f"import neuralforecast.models in this process (torch, polars loaded): {time.perf_counter() - started:.1f} s")
     n_train = data.frame.filter(pl.col("split") == "train").height
     print(f"fold {data.key}: {n_train} train rows, {data.frame.height - n_train} test rows, {data.frame.width} cols")
     demo = load_config(ROOT / "configs" / "demo.yaml")

@@ -298,8 +298,9 @@ def fit_nf_forecaster(
     least `horizon` for a validation window to exist. Every `val_check_steps` steps the validation NLL is measured;
     the best state is kept and restored, and `patience_checks` ≥ 0 stops after that many checks without
     improvement. One torch thread, deterministic algorithms, `seed` for the weights and the window draws; the
-    caller's global random state is left as it was. `init`: start from that model's weights (same class, horizon, inputs and sizes) instead of a
-    fresh initialisation, with a fresh optimiser (the previous fold's model, for `retrain: fine_tune`)."""
+    caller's global random state is left as it was. `init`: start from that model's weights (same class, horizon,
+    inputs and sizes) instead of a fresh initialisation, with a fresh optimiser (the previous fold's model, for
+    `retrain: fine_tune`)."""
     exog = [c for c in series.columns if c not in ("symbol", "ts", Y, "split")]
     train = series.filter(pl.col("split") == "train").sort("symbol", "ts")
     if train.height == 0:
