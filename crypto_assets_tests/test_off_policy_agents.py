@@ -6,6 +6,7 @@ return without collapsing onto one constant (saturated) action (FinRL #713 / #93
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,22 @@ def test_exploits_a_leaked_next_bar_return_without_collapsing_to_one_action(
     spread = np.asarray(actions)
     assert (spread.std(axis=0) > 0.05).all(), spread.std(axis=0)  # every leg moves with the observation
     assert np.mean(np.abs(spread) > 0.999) < 0.75  # not pinned at the bounds
+
+
+@pytest.mark.parametrize("family_type", TYPES)
+def test_with_shorts_the_policy_trades_signed_weights_within_the_leverage_cap(family_type: str) -> None:
+    """With `allow_short` the Box has one entry per symbol (no cash leg) and the environment scales the action to
+    gross exposure ≤ max_leverage (L1): the trained policy's decisions stay inside it."""
+    from crypto_assets.agents import train_sac, train_td3
+
+    costs = dataclasses.replace(LOW_COSTS, allow_short=True, max_leverage=1.5)
+    fold_frame, bars = leak_market(leak=True, n_bars=200)
+    data = EnvData.from_frames(fold_frame, bars, split="train")
+    params = validate_params({"type": family_type, **TINY, "window": 1})
+    assert isinstance(params, OffPolicyParams)
+    train = train_sac if params.algorithm == "sac" else train_td3
+    agent = train(lambda: TradingEnv(data, costs, params.env_params()), params, seed=0)  # type: ignore[operator]
+    assert agent.model.action_space.shape == (len(SYMBOLS),)
+    weights = agent.predict_weights(TradingEnv(data, costs, params.env_params(), training=False))
+    gross = weights.group_by("ts").agg(pl.col("weight").abs().sum())["weight"]
+    assert weights.height > 0 and gross.max() <= 1.5 + 1e-12  # type: ignore[operator]
