@@ -95,6 +95,8 @@ def test_params_are_config_entries_with_continuous_actions_only() -> None:
             validate_params({"type": family_type, "action": "discrete"})  # SB3 SAC / TD3 need a bounded Box
         with pytest.raises(ValidationError, match="train_freq"):
             validate_params({"type": family_type, "train_freq": 0})
+        with pytest.raises(ValidationError, match="learning_starts"):  # would never learn
+            validate_params({"type": family_type, "total_timesteps": 1_000, "learning_starts": 1_000})
     assert validate_params({"type": "SAC_Agent", "ent_coef": 0.05}).ent_coef == 0.05  # type: ignore[attr-defined]
     with pytest.raises(ValidationError, match="ent_coef"):
         SACParams(ent_coef="often")  # type: ignore[arg-type]
