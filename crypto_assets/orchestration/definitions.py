@@ -35,7 +35,7 @@ FOLDS_JOB = "folds"
 REPORTS_JOB = "reports"
 LIVE_JOB = "live"
 STRESS_JOB = "stress"
-SWEEP_JOB = "sweep"
+SWEEP_JOB = "sweeps"  # not "sweep": a job may not share the name of its asset's op
 PAPER_JOB = "paper"
 
 
