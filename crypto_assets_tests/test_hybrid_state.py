@@ -4,6 +4,7 @@ cross-fitting, crypto_assets.models.cross_fit)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -15,6 +16,7 @@ from crypto_assets.config import ConfigError, load_config, parse_config
 from crypto_assets.config.schema import SyntheticSection
 from crypto_assets.evaluation import order_rows
 from crypto_assets.families import (
+    Artifact,
     Context,
     FoldData,
     build_fold,
@@ -27,7 +29,7 @@ from crypto_assets.folds import FoldWindow, RobustZScore, fold_window_for_key
 from crypto_assets.models import default_feature_columns
 from crypto_assets.models.cross_fit import cross_fitted_forecasts, purged_blocks
 from crypto_assets.models.forecasters import ForecasterParams
-from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, build_definitions
+from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, LIVE_JOB, build_definitions
 from crypto_assets.paths import experiment_root
 from crypto_assets.sources.synthetic import SyntheticSource
 from crypto_assets.storage.warehouse import Warehouse
@@ -128,16 +130,22 @@ def test_a_hybrid_agent_observes_the_forecaster_and_replays_from_its_folder(
     assert set(plain.model.inputs["features"]) == set(observed) - {"fc_lstm_attn_p_up", "fc_lstm_attn_log_vol"}
 
 
-def test_the_hybrid_agents_fold_asset_reads_the_folds_forecaster(tmp_path: Path) -> None:
-    """Through Dagster: model_ppo_agent[fold] reads model_lstm_attn[fold], stores it inside its artifact, and the
-    stored decisions replay from the agent's folder alone."""
-    path = write_config(tmp_path, "hybrid")
+def hybrid_config(tmp_path: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    """test_model_assets' experiment training the tiny forecaster and a PPO agent observing it."""
+    path = write_config(tmp_path, name)
     raw = yaml.safe_load(path.read_text())
     raw["models"] = {
         "families": [FORECASTER.model_dump(mode="json"), HYBRID],
         "ensemble": [{"type": "PPO_Agent", "weight": 1.0}],
     }
     path.write_text(yaml.safe_dump(raw))
+    return path, raw
+
+
+def test_the_hybrid_agents_fold_asset_reads_the_folds_forecaster(tmp_path: Path) -> None:
+    """Through Dagster: model_ppo_agent[fold] reads model_lstm_attn[fold], stores it inside its artifact, and the
+    stored decisions replay from the agent's folder alone."""
+    path, raw = hybrid_config(tmp_path, "hybrid")
     config = load_config(path)
     defs = build_definitions(config)
     assert dg.AssetKey("model_lstm_attn") in defs.resolve_asset_graph().get(dg.AssetKey("model_ppo_agent")).parent_keys
@@ -157,3 +165,25 @@ def test_the_hybrid_agents_fold_asset_reads_the_folds_forecaster(tmp_path: Path)
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"models.families\[0\].state_forecasters: \['LSTM_Attn'\] are not trained"):
         load_config(path)
+
+
+def test_the_hybrid_agents_live_month_reads_the_months_live_forecaster(tmp_path: Path) -> None:
+    """The live fold: live_ppo_agent[month] reads live_model_lstm_attn[month] (not a fold's model), materializes,
+    and its artifact replays its stored decisions from the folder alone."""
+    path, _ = hybrid_config(tmp_path, "hybrid_live")
+    config = load_config(path)
+    defs = build_definitions(config)
+    parents = defs.resolve_asset_graph().get(dg.AssetKey("live_ppo_agent")).parent_keys
+    assert dg.AssetKey("live_model_lstm_attn") in parents and dg.AssetKey("model_lstm_attn") not in parents
+    month = "2024-04-01"
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert defs.resolve_job_def(INGEST_JOB).execute_in_process(instance=instance, tags=RANGE).success
+        assert defs.resolve_job_def(LIVE_JOB).execute_in_process(instance=instance, partition_key=month).success
+    root = experiment_root(config)
+    folder = root / "artifacts" / "live_model_ppo_agent" / month
+    assert (folder / "model" / "state_forecasters" / "fc_lstm_attn").is_dir()
+    assert "fc_lstm_attn_p_up" in Artifact.load(folder).model.inputs["features"]
+    warehouse = Warehouse(root)
+    stored, bars = warehouse.read_table("live_ppo_agent"), warehouse.read_table("bars")
+    assert stored is not None and bars is not None and stored.height
+    assert replay(folder, bars).equals(order_rows(stored).sort("symbol", "ts"))

@@ -20,6 +20,7 @@ stable-baselines3 are imported inside the step bodies (the code location is re-i
 """
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,17 @@ def state_forecasters(params: FamilyParams) -> list[str]:
     return params.observed_families.get("state_forecasters", [])
 
 
+def state_model_ins(params: FamilyParams, model_prefix: str) -> dict[str, dg.AssetIn]:
+    """A hybrid agent's inputs: the artifact `<model_prefix><forecaster slug>` of the same partition for each
+    forecaster it observes (`model_` in the folds, `live_model_` in the live fold); none for other families."""
+    return {f"state_{t.lower()}": dg.AssetIn(key=f"{model_prefix}{t.lower()}") for t in state_forecasters(params)}
+
+
+def observed_models(state_models: Mapping[str, Artifact]) -> dict[str, Artifact]:
+    """`FoldData.state_models` from the state inputs `state_model_ins` declared (config type → artifact)."""
+    return {artifact.family_type: artifact for artifact in state_models.values()}
+
+
 def artifact_dir(experiment: ExperimentConfig, asset_name: str, partition_key: str) -> Path:
     """Where the model IO manager keeps `asset_name`'s checkpoint of a partition."""
     return experiment_root(experiment) / "artifacts" / asset_name / partition_key
@@ -153,7 +165,7 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
         else {}
     )
     # hybrid agents observe the fold's own forecasters: their artifacts of the same fold are inputs
-    state_ins = {f"state_{t.lower()}": dg.AssetIn(key=f"{MODEL_PREFIX}{t.lower()}") for t in state_forecasters(params)}
+    state_ins = state_model_ins(params, MODEL_PREFIX)
     # fine_tune: fold k reads fold k − 1's checkpoints (seed i from seed i), so it depends on its previous fold.
     # One dependency, on model_<slug>: the same step writes seed_models_<slug>, and a multi-asset's deps apply to
     # all its outputs (a second one would make the two checkpoints each other's upstream inside one step).
@@ -204,8 +216,9 @@ def build_family_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg
                 "re-materialize fold_dataset (it is stale)"
             )
         device = str(torch_device.device(context.log)) if family.uses_gpu else "cpu"
-        observed = {artifact.family_type: artifact for artifact in state_models.values()}
-        data = FoldData(key=window.key, frame=fold_dataset, bars=bars, context=ctx, state_models=observed)
+        data = FoldData(
+            key=window.key, frame=fold_dataset, bars=bars, context=ctx, state_models=observed_models(state_models)
+        )
         previous = previous_artifacts(experiment, params, window.key, version) if fine_tune else {}
         artifacts: dict[int, Artifact] = {}
         decisions: list[pl.DataFrame] = []

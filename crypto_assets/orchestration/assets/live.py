@@ -6,6 +6,8 @@ is that one month, and decides over the month's bars:
 
     features, bars [month − train_months, month] ─► live_model_<slug>[month]  the artifact (artifacts/)
                                                   └► live_<slug>[month]        decisions + target weights (warehouse)
+    live_model_<forecaster>[month] ─► live_<agent>[month]   state_forecasters: a hybrid agent observes the month's
+                                                            own live forecasters, as in the folds
 
 They run in their own `live` job and feed no report: the walk-forward KPIs never read them (the paper ledger of
 a later issue does).
@@ -19,11 +21,16 @@ import polars as pl
 
 from crypto_assets.config import ExperimentConfig
 from crypto_assets.config.schema import FamilyParams
-from crypto_assets.families import Context, get_family
+from crypto_assets.families import Artifact, Context, get_family
 from crypto_assets.folds import FoldWindow, add_months
 from crypto_assets.folds.windows import parse_key, utc
 from crypto_assets.orchestration.assets.common import fold_spec, optional_out, selected_outputs
-from crypto_assets.orchestration.assets.families import family_version, training_metadata
+from crypto_assets.orchestration.assets.families import (
+    family_version,
+    observed_models,
+    state_model_ins,
+    training_metadata,
+)
 from crypto_assets.orchestration.instance import GPU_POOL
 from crypto_assets.orchestration.partitions import data_partitions
 from crypto_assets.orchestration.resources import TorchDeviceResource
@@ -61,6 +68,8 @@ def build_live_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg.A
         ins={
             "features": dg.AssetIn(partition_mapping=window_mapping),
             "bars": dg.AssetIn(partition_mapping=window_mapping),
+            # a hybrid agent observes the live forecasters of the same month, as a fold's agent observes its fold's
+            **state_model_ins(params, LIVE_MODEL_PREFIX),
         },
         outs={
             model_name: optional_out(
@@ -80,6 +89,7 @@ def build_live_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg.A
         torch_device: TorchDeviceResource,
         features: pl.DataFrame,
         bars: pl.DataFrame,
+        **state_models: Artifact,
     ):  # type: ignore[no-untyped-def]
         from crypto_assets.families import FoldData, build_fold, fit_artifact
         from crypto_assets.models.device import derive_seed
@@ -89,7 +99,7 @@ def build_live_asset(experiment: ExperimentConfig, params: FamilyParams) -> dg.A
         # its own random streams: a live model is not any fold's model
         run_seed = derive_seed(seed_root, table_name, window.key)
         device = str(torch_device.device(context.log)) if family.uses_gpu else "cpu"
-        data = FoldData(key=window.key, frame=frame, bars=bars, context=ctx)
+        data = FoldData(key=window.key, frame=frame, bars=bars, context=ctx, state_models=observed_models(state_models))
         artifact, decisions = fit_artifact(
             params, data, scaler, window, seed=run_seed, device=device, code_version=version
         )
