@@ -200,11 +200,13 @@ def _run(args: argparse.Namespace) -> int:
     reported = any(request.job == "reports" for request in plan)
     if reported or plan[0].job == "ingest":  # bars after an ingest; KPI tables only when this command refreshed them
         _print_summary(config, with_kpis=reported)
-    if any(request.job in ("reports", STRESS_JOB) for request in plan):  # the runs that render the dashboard
+    if any(request.job in ("reports", STRESS_JOB, SWEEP_JOB, PAPER_JOB) for request in plan):  # they render it
         from crypto_assets.dashboard import dashboard_path
         from crypto_assets.paths import experiment_root
 
-        print(f"\ndashboard: {dashboard_path(experiment_root(config))}")
+        page = dashboard_path(experiment_root(config))
+        if page.exists():  # a paper run before any report or ledger row has nothing to show
+            print(f"\ndashboard: {page}")
     return 0
 
 

@@ -421,6 +421,7 @@ def test_ingest_live_then_the_paper_schedule_trade_the_live_model_forward(
 ) -> None:
     """The whole chain through Dagster on the local exchange: ingest Jan-Apr and train April's live model as of
     03:00, then the paper_trade schedule's ticks (a re-run, an outage) append exactly the closed bars."""
+    from crypto_assets.dashboard import dashboard_path
     from crypto_assets.orchestration.assets.paper import PAPER_ASSET
     from crypto_assets.orchestration.definitions import INGEST_JOB, LIVE_JOB, PAPER_JOB, build_definitions
     from crypto_assets.orchestration.schedules import PAPER_SCHEDULE_NAME
@@ -435,6 +436,7 @@ def test_ingest_live_then_the_paper_schedule_trade_the_live_model_forward(
         graph = defs.resolve_asset_graph()
         assert {k.path[-1] for k in graph.get(dg.AssetKey(PAPER_ASSET)).parent_keys} == {"live_model_toy_threshold"}
         job = defs.resolve_job_def(PAPER_JOB)
+        assert job.asset_layer.executable_asset_keys == {dg.AssetKey(PAPER_ASSET), dg.AssetKey("report")}
         schedule = defs.resolve_schedule_def(PAPER_SCHEDULE_NAME)
         repository = defs.get_repository_def()
         tick = dg.build_schedule_context(
@@ -465,6 +467,10 @@ def test_ingest_live_then_the_paper_schedule_trade_the_live_model_forward(
             assert request.partition_key == MONTH
             first = run(request, instance)
             assert first["rows_added"] == 3 * len(SYMBOLS) and first["watermark"] == hours(2).isoformat()
+            # the same run re-renders the dashboard after paper_ledger: the page has its paper section (and says the
+            # reports are not computed: this experiment ran none)
+            page = dashboard_path(experiment_root(config)).read_text()
+            assert '<section id="paper">' in page and "Not computed yet: walk_forward_equity" in page
             assert run(request, instance)["rows_added"] == 0  # the same tick again: nothing new
             clock.now = hours(9)  # ticks 4 .. 8 missed: the next one catches up
             later = dg.build_schedule_context(
@@ -483,6 +489,7 @@ def test_ingest_live_then_the_paper_schedule_trade_the_live_model_forward(
 
 
 def test_a_fixed_data_end_in_the_past_reports_no_bars_after_it_and_writes_nothing(tmp_path: Path) -> None:
+    from crypto_assets.dashboard import dashboard_path
     from crypto_assets.orchestration.assets.paper import PAPER_ASSET
     from crypto_assets.orchestration.definitions import PAPER_JOB, build_definitions
     from crypto_assets.paths import experiment_root
@@ -497,6 +504,9 @@ def test_a_fixed_data_end_in_the_past_reports_no_bars_after_it_and_writes_nothin
     note = str(materialization.metadata["note"].value)
     assert note.startswith("no bars after data.end (2024-04-30)")
     assert not (experiment_root(config) / "warehouse" / "paper_ledger").exists()
+    # nothing to show on a dashboard yet: the report step writes no page and does not fail the paper run
+    assert not result.asset_materializations_for_node("report")
+    assert not dashboard_path(experiment_root(config)).exists()
 
 
 def test_crypto_lab_run_only_paper_plans_the_newest_month_after_live(tmp_path: Path) -> None:

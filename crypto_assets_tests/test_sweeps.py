@@ -288,7 +288,10 @@ def test_sweep_asset_reruns_the_same_configurations_without_duplicates(
 
     config = parse_config(raw_config(str(storage)))
     definitions = build_definitions(config)
-    assert definitions.resolve_job_def(SWEEP_JOB).asset_layer.executable_asset_keys == {dg.AssetKey("sweep")}
+    # the dashboard re-renders after the sweep, in the same job (its sweep section)
+    sweep_job = definitions.resolve_job_def(SWEEP_JOB)
+    assert sweep_job.asset_layer.executable_asset_keys == {dg.AssetKey("sweep"), dg.AssetKey("report")}
+    assert dg.AssetKey("sweep") in definitions.resolve_asset_graph().get(dg.AssetKey("report")).parent_keys
     sweep_asset = next(a for a in definitions.assets if dg.AssetKey("sweep") in a.keys)  # type: ignore[union-attr]
     bars, features = market
 

@@ -30,7 +30,6 @@ TRADE_ROWS = 200
 """The trade list shows the newest trades (a year of hourly trading can hold thousands)."""
 SWEEP_ROWS = 100
 SWEEP_OBJECTIVE = "objective_sharpe"  # the `sweep` table's objective column (crypto_assets.sweeps.driver)
-PAPER_ROLLING_SHARPE = "7d"  # = orchestration.assets.paper.ROLLING_SHARPE, the paper_ledger asset's window
 HIGH_VOL_BEAR = ("bear", "high")
 KPI_TABLE_COLUMNS = (
     "strategy",
@@ -520,11 +519,12 @@ def paper_section(data: ExperimentData) -> Section | None:
     ledger = data.table(PAPER_LEDGER)
     if ledger is None:
         return None
+    from crypto_assets.paper import ROLLING_SHARPE  # the paper_ledger asset's window: one source of truth
     from crypto_assets.paper.report import GAP_SCHEMA, paper_report
 
     kpis = data.table("kpis")
     stitched = {} if kpis is None else dict(kpi_frame(kpis).select("strategy", "sharpe").iter_rows())
-    rolling = duration_bars(PAPER_ROLLING_SHARPE, data.timeframe, "paper rolling Sharpe")
+    rolling = duration_bars(ROLLING_SHARPE, data.timeframe, "paper rolling Sharpe")
     # The replay gap needs the live models and fresh bars (the paper_ledger asset computes it); here it stays empty.
     report = paper_report(ledger, pl.DataFrame(schema=GAP_SCHEMA), data.timeframe, rolling, stitched)
     figure = make_subplots(
@@ -536,7 +536,7 @@ def paper_section(data: ExperimentData) -> Section | None:
         figure.add_trace(go.Scatter(x=track["ts"], y=track["rolling_sharpe"], showlegend=False, line=line), 2, 1)
     section = Section("paper", "Paper trading (live fold)")
     section.note = (
-        f"Rolling Sharpe over {PAPER_ROLLING_SHARPE}, annualised. psr_vs_backtest: probability that the live Sharpe "
+        f"Rolling Sharpe over {ROLLING_SHARPE}, annualised. psr_vs_backtest: probability that the live Sharpe "
         "beats the stitched walk-forward backtest's; the paper − replay gap is in the paper_ledger asset's metadata."
     )
     section.chart(figure, height=520)

@@ -77,17 +77,18 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
     stress = [] if data_only else build_stress_assets(experiment)
     # A hyper-parameter sweep on Ray (DESIGN.md §6.4): unpartitioned, its own job, when `sweep` is configured.
     sweeps = [] if data_only else build_sweep_assets(experiment)
-    # The dashboard renders what exists: in the reports job, and again in the stress job after stress_kpis.
-    report = [] if data_only else [build_dashboard_asset(experiment, stress)]
+    # The dashboard renders what exists: in the reports job, and again in the stress, sweep and paper jobs after
+    # stress_kpis / the sweep / paper_ledger, where the page gains those sections.
+    report = [] if data_only else [build_dashboard_asset(experiment, [*stress, *sweeps, *paper])]
     research = [*research, *report]
     by_partitions: dict[str, list[dg.AssetsDefinition]] = {
         INGEST_JOB: [],
         FOLDS_JOB: [],
         REPORTS_JOB: [],
         LIVE_JOB: live,
-        PAPER_JOB: paper,
+        PAPER_JOB: [*paper, *report] if paper else [],
         STRESS_JOB: [*stress, *report] if stress else [],
-        SWEEP_JOB: sweeps,
+        SWEEP_JOB: [*sweeps, *report] if sweeps else [],
     }
     for asset in [*ingestion, *research]:
         if asset.partitions_def == months:
@@ -104,12 +105,18 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
             "Stitched walk-forward equity and the KPI, regime and trial tables over all folds; the HTML dashboard."
         ),
         LIVE_JOB: "The live fold of a month: every family trained on the train_months before it, its decisions in it.",
-        PAPER_JOB: "Paper trading of a month: its live models traded forward on closed bars, appended to the ledger.",
+        PAPER_JOB: (
+            "Paper trading of a month: its live models traded forward on closed bars, appended to the ledger; the "
+            "dashboard again, with its paper section."
+        ),
         STRESS_JOB: (
             "Stress paths per scenario × seed and every stored fold strategy and baseline replayed on them; the "
             "dashboard again, with its stress section."
         ),
-        SWEEP_JOB: "Hyper-parameter sweep on Ray (RAY_ADDRESS or a local Ray): trials walk-forward evaluated, registered.",
+        SWEEP_JOB: (
+            "Hyper-parameter sweep on Ray (RAY_ADDRESS or a local Ray): trials walk-forward evaluated, registered; the "
+            "dashboard again, with its sweep section."
+        ),
     }
     jobs = [
         dg.define_asset_job(
