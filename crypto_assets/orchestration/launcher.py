@@ -87,6 +87,9 @@ def code_server(instance: dg.DagsterInstance, log_level: str = "WARNING") -> Ite
         sys.executable, "-m", "dagster", "api", "grpc",
         "--module-name", CODE_MODULE, "--location-name", CODE_LOCATION, "--socket", socket,
         "--heartbeat", "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_S), "--log-level", log_level.lower(),
+        # Processes started from the runs' origin (a step on Ray, orchestration.executors) run `<this python> -m
+        # dagster`, not a `dagster` that the node's PATH may not have.
+        "--use-python-environment-entry-point",
     ]  # fmt: skip
     server = subprocess.Popen(command, start_new_session=True)
     client = DagsterGrpcClient(socket=socket)
