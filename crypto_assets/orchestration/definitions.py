@@ -19,6 +19,7 @@ from crypto_assets.orchestration.assets.paper import build_paper_asset
 from crypto_assets.orchestration.assets.reports import build_report_assets
 from crypto_assets.orchestration.assets.stress import build_stress_assets
 from crypto_assets.orchestration.assets.sweeps import RAY_RESOURCE, build_sweep_assets
+from crypto_assets.orchestration.executors import fold_executor
 from crypto_assets.orchestration.io_managers import ModelArtifactIOManager, WarehouseIOManager
 from crypto_assets.orchestration.partitions import data_partitions, fold_partitions
 from crypto_assets.orchestration.resources import (
@@ -135,7 +136,8 @@ def build_definitions(experiment: ExperimentConfig) -> dg.Definitions:
             # One process per run, not per step: a step process re-imports the code location (~2 s here, more
             # with torch / SB3 loaded), the jobs' steps mostly run one after the other anyway (ingest is a
             # chain; training assets share the `gpu` pool of 1), and pools are honoured in process too.
-            executor_def=dg.in_process_executor,
+            # CRYPTO_LAB_EXECUTOR=ray puts each `folds` step on a Ray cluster instead (orchestration.executors).
+            executor_def=fold_executor() if name == FOLDS_JOB else dg.in_process_executor,
         )
         for name, assets in by_partitions.items()
         if assets or name == INGEST_JOB
