@@ -4,6 +4,7 @@ immutability, causal decisions, the report, and the Dagster asset + schedule."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -23,6 +24,7 @@ import crypto_assets_tests.test_families  # noqa: F401  (registers the Toy_Thres
 from crypto_assets.backtest import run_backtest
 from crypto_assets.config import load_config, parse_config
 from crypto_assets.config.schema import CcxtSection, FamilyParams
+from crypto_assets.evaluation import order_rows
 from crypto_assets.families import Artifact, Context, FoldData, build_fold, compute_inputs, fit_artifact
 from crypto_assets.metrics.sharpe_inference import probabilistic_sharpe
 from crypto_assets.orchestration.assets.common import cost_lookback, cost_model
@@ -306,9 +308,10 @@ def test_decisions_never_read_later_bars(recorded: pl.DataFrame, live: tuple[Art
 def test_an_agent_decides_every_bar_from_its_first_as_its_one_shot_replay_does(
     trader_factory: Callable[..., Trader], recorded: pl.DataFrame, tmp_path: Path
 ) -> None:
-    """The agents' environment emits a bar's action only when it steps into the next bar and needs window + 1
-    decision bars: bar by bar, on closed bars only, the PPO agent still decides at every bar from the month's
-    first, exactly as its replay over the whole span decides them."""
+    """An agent's replay ends without stepping into its last bar, so the ledger asks it for that final decision:
+    bar by bar, on closed bars only (from a single decision bar on, no placeholder bars), the PPO agent decides at
+    every bar from the month's first exactly as its replay over the whole span decides them, and the final decision
+    of that one-shot replay is the ledger's decision at its last bar."""
     from crypto_assets.families import validate_params
 
     params = validate_params(
@@ -336,6 +339,11 @@ def test_an_agent_decides_every_bar_from_its_first_as_its_one_shot_replay_does(
     one_shot = agent[0].weights(trader.bars(), start=MONTH_START, end=hours(9))  # its last bar has no decision
     assert one_shot["ts"].max() == hours(7)
     assert decided.filter(pl.col("ts") < hours(8)).rows() == one_shot.sort("symbol", "ts").rows()
+    # with the final decision the one-shot replay decides hours(8) too, as the ledger did, and the rest unchanged
+    inputs = agent[0].inputs(trader.bars(), start=MONTH_START, end=hours(9))
+    final = order_rows(agent[0].family.predict(agent[0].model, dataclasses.replace(inputs, final_decision=True)))
+    assert final.filter(pl.col("ts") < hours(8)).sort("symbol", "ts").equals(one_shot.sort("symbol", "ts"))
+    assert decided.rows() == final.sort("symbol", "ts").rows()
     gap = replay_gap(trader.setup, agent[0], trader.bars(), ledger, hours(8))
     assert float(gap["gap"].abs().max()) == 0.0  # type: ignore[arg-type]
 

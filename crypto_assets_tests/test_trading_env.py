@@ -360,6 +360,43 @@ def test_test_split_preceded_by_train_rows_decides_from_its_first_bar() -> None:
         test.preceded_by(other, 7)
 
 
+@pytest.mark.parametrize(("action", "rebalance_every"), [("continuous", 1), ("continuous", 3), ("discrete", 1)])
+def test_final_decision_is_what_a_replay_one_bar_longer_decides_there(action: str, rebalance_every: int) -> None:
+    """`final_decision` adds the decision at the close of the split's last bar (the replay does not step into it:
+    its fill lies past the split) and changes no other row: it is exactly the decision the replay of the split one
+    bar longer makes at that bar by stepping, only where that bar is one of the episode's decision bars, and from a
+    single decision bar on (context rows before it)."""
+    fold, bars = make_market(seed=4)
+    train = EnvData.from_frames(fold, bars, split="train")
+    params = EnvParams(window=8, initial_value=1e4, rebalance_every=rebalance_every)
+    params = dataclasses.replace(params, action=action)  # type: ignore[arg-type]
+    first = T0 + 150 * HOUR  # the test split's first bar
+
+    def replay(n_bars: int, final: bool) -> pl.DataFrame:
+        end = pl.col("ts") < first + n_bars * HOUR
+        test = EnvData.from_frames(fold.filter(end), bars.filter(end), split="test").preceded_by(train, 7)
+        env = TradingEnv(test, ALL_ON, params, training=False)
+        k = int(env.action_space.shape[0])  # type: ignore[index]
+
+        def policy(obs: np.ndarray) -> np.ndarray:  # deterministic in the observation
+            mixed = np.sin(obs[:k] * 7.0 + obs[-k:] * 3.0 + obs[-k - 3 : -3])
+            return mixed if action == "continuous" else np.floor((mixed + 1.0) * 1.5).clip(0, 2).astype(np.int64)
+
+        return evaluate_policy_weights(env, policy, final_decision=final).sort("symbol", "ts")
+
+    assert replay(1, final=False).is_empty()  # one decision bar: nothing to step
+    for n_bars in (1, 40, 41):
+        with_final, plain, longer = replay(n_bars, True), replay(n_bars, False), replay(n_bars + 1, False)
+        last = first + (n_bars - 1) * HOUR
+        assert plain["ts"].max() is None or plain["ts"].max() < last  # type: ignore[operator]
+        assert with_final.filter(pl.col("ts") < last).equals(plain)  # no other decision changes
+        if (n_bars - 1) % rebalance_every == 0:  # the last bar is a decision bar of the episode
+            assert with_final.equals(longer.filter(pl.col("ts") <= last))
+            assert with_final.filter(pl.col("ts") == last).height or action == "discrete"  # discrete may hold
+        else:
+            assert with_final.equals(plain)
+
+
 # ----------------------------------------------------------------------------------------- episodes
 
 

@@ -72,7 +72,10 @@ Training (`training=True`): `reset` draws a start uniformly among the decision b
 `episode_bars` bars. Evaluation (`training=False`, or `reset(options={"replay": True})`): one deterministic
 episode from the first bar with a full window (bar 0 with `preceded_by` context) to the split's last bar.
 `evaluate_policy_weights(env, policy_fn)` replays it and returns the decisions as long `symbol, ts, weight`,
-ready for `run_backtest`.
+ready for `run_backtest`. The episode never steps into its last bar (its decision would fill at the next open,
+past the split), so that bar has no decision unless asked for (`final_decision=True`: decided at its close from
+its observation, which reads bars up to it only; a forward trader's decision on the newest closed bar). An
+evaluation env needs one decision bar (a training env two: one step).
 
 Speed: one numba call per step (action → weights → fills → funding → marks → account state); no polars in
 `step`. The kernel reads typed records: the engine's `MarketPanel` (the split's rows) and `CostParams`, and this
@@ -431,8 +434,14 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
         n_t = data.ts_us.shape[0]
         if market.step_us != step_us or start < 0 or start + n_t > market.ts_us.shape[0]:
             raise ValueError("bars do not cover the split's bars on the same grid")
-        if n_t < params.window + 1:
-            raise ValueError(f"the split has {n_t} bars: need window + 1 = {params.window + 1} for one step")
+        context_bars = 0 if data.context is None else data.context.shape[0]
+        self.first_decision = max(params.window - 1 - context_bars, 0)  # first bar with a full window
+        needed = self.first_decision + (2 if training else 1)  # training: one step; evaluation: one decision
+        if n_t < needed:
+            raise ValueError(
+                f"the split has {n_t} bars: need {needed} (window {params.window}, {context_bars} context bars, "
+                f"{'one step' if training else 'one decision'})"
+            )
         # the engine's panels on the split's rows: split bar t is row t, as the kernels index them
         self._market = market.panel.rows(slice(start, start + n_t))
         self._costs = costs.kernel_params(step_us)
@@ -472,7 +481,6 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
             listed=self.listed,
         )
 
-        self.first_decision = max(params.window - 1 - self._context_bars, 0)  # first bar with a full window
         self.last_bar = n_t - 1
         # per-episode state and logs, in place: the step kernel writes the same arrays
         self._ep = _Episode(
@@ -538,6 +546,16 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
         else:
             reward = self._reward(v_before, value, dd_before, float(self._ep.state[self.n_symbols + 1]))
         return self._observation(self._t), reward, terminated, truncated, self._info()
+
+    def decide_last_bar(self, action: Any) -> None:
+        """Record the decision `action` at the close of the episode's last bar, where a replay ends without
+        stepping (its fill would be at the next open, past the split): its order row only, nothing simulated.
+        Only when that bar is one of the episode's decision bars (every `rebalance_every` from its start)."""
+        t = self._t
+        if t != self._end:
+            raise RuntimeError(f"the episode is at bar {t}, not at its last bar {self._end}")
+        if (t - self._start) % self.params.rebalance_every == 0:
+            _env_step(np.asarray(action, dtype=np.float64).reshape(-1), t, 0, self._inputs)  # 0 bars: the order
 
     # ------------------------------------------------------------------------------------------ internals
     def _observation(self, t: int) -> np.ndarray:
@@ -615,13 +633,19 @@ class TradingEnv(gym.Env):  # type: ignore[type-arg]
         )
 
 
-def evaluate_policy_weights(env: TradingEnv, policy_fn: Callable[[np.ndarray], Any]) -> pl.DataFrame:
+def evaluate_policy_weights(
+    env: TradingEnv, policy_fn: Callable[[np.ndarray], Any], *, final_decision: bool = False
+) -> pl.DataFrame:
     """Replay the env's whole split once (deterministic start at the first full window, context included) with
     `policy_fn(observation) -> action` and return its decisions, long `symbol, ts, weight` (decided at the close
-    of `ts`), to feed `run_backtest` with the same bars and costs."""
+    of `ts`), to feed `run_backtest` with the same bars and costs. `final_decision`: also the decision at the close
+    of the split's last bar (module docstring, Episodes); the others are the same with or without it."""
     obs, _ = env.reset(options={"replay": True})
-    done = False
+    terminated = False
+    done = env.decision_bar >= env.last_bar  # one decision bar: nothing to step
     while not done:
         obs, _, terminated, truncated, _ = env.step(policy_fn(obs))
         done = terminated or truncated
+    if final_decision and not terminated:  # a wiped-out account decides nothing more
+        env.decide_last_bar(policy_fn(obs))
     return env.executed_weights()

@@ -137,9 +137,10 @@ class TrainedAgent:
         action, _ = self.model.predict(observation, deterministic=True)
         return action
 
-    def predict_weights(self, test_env: TradingEnv) -> pl.DataFrame:
+    def predict_weights(self, test_env: TradingEnv, *, final_decision: bool = False) -> pl.DataFrame:
         """Replay the deterministic policy over `test_env`'s whole split: long `symbol, ts, weight` decisions
-        (decided at the close of `ts`), for `run_backtest` on the same bars and costs."""
+        (decided at the close of `ts`), for `run_backtest` on the same bars and costs; `final_decision`: also at
+        the close of the split's last bar (`evaluate_policy_weights`)."""
         model = self.model
         if test_env.observation_space != model.observation_space or test_env.action_space != model.action_space:
             raise ValueError(
@@ -148,7 +149,7 @@ class TrainedAgent:
                 f"{self.model.observation_space} / {self.model.action_space}"
             )
         with deterministic(threads=1, warn_only=True):
-            return evaluate_policy_weights(test_env, self.act)
+            return evaluate_policy_weights(test_env, self.act, final_decision=final_decision)
 
     def save(self, path: str | Path) -> Path:
         """Write `path/` (a directory): `<algorithm>.zip` (SB3: policy, optimizer, spaces; no replay buffer),

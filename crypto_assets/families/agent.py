@@ -5,7 +5,8 @@ Family behaviour over the trading environment (crypto_assets.agents).
 rebalancing, network and training budget); an algorithm's parameter class adds only its algorithm settings.
 `AgentFamily` trains on the fold's train split (`TradingEnv` at the experiment's capital and costs, random
 episodes) through its `train` method, replays the deterministic policy over the decision window (looking back into
-the last train bars so it decides from the window's first bar on), and saves / loads / reports the resulting
+the last train bars so it decides from the window's first bar on; at the window's last bar only when the data ask
+for the `final_decision`), and saves / loads / reports the resulting
 `crypto_assets.agents.TrainedAgent`. SB3 and torch are imported inside the methods.
 """
 
@@ -196,7 +197,8 @@ class AgentFamily(Family):
         if (frame["split"] == "train").any():
             train = EnvData.from_frames(frame, data.bars, split="train", **common)
             test = test.preceded_by(train, env_params.window - 1)  # decide from the first bar, as the forecasters do
-        return model.predict_weights(TradingEnv(test, ctx.cost_model(), env_params, training=False))
+        env = TradingEnv(test, ctx.cost_model(), env_params, training=False)
+        return model.predict_weights(env, final_decision=data.final_decision)
 
     def metrics(self, model: TrainedAgent, data: FoldData) -> dict[str, float]:
         curves = model.curves

@@ -104,6 +104,11 @@ class FoldData:
     context: Context
     state_models: dict[str, Artifact] = field(default_factory=dict)
     """The fold's trained forecasters (config type → artifact) a hybrid agent observes (`state_forecasters`)."""
+    final_decision: bool = False
+    """Decide at the close of the decision window's last bar too, although its fill (the next open) lies past the
+    window: the paper ledger's decision on the newest closed bar. Off in folds: the stitched walk-forward run would
+    otherwise fill a fold's last decision at the next fold's first open. The forecasters and baselines decide at
+    every bar anyway; the agents' replay ends without stepping into the last bar (crypto_assets.agents.env)."""
 
 
 class Family(ABC):

@@ -6,8 +6,8 @@ Forward trading of one strategy (a live fold's artifact) in one month, on the cl
    closed bars only). The month's bars up to it that the ledger lacks are the new bars; one earlier than the last
    stored bar means the history changed under the ledger: an error, never a rewrite.
 2. Decisions, causally: for each new bar t in order, the artifact is replayed on the bars up to and including t
-   only (`decide`: `Artifact.inputs(bars ≤ t, start=month start)`, followed by flat placeholders an agent's
-   environment needs to step), and its decision at t is kept. A restart after an outage decides every missed bar
+   only (`decide`: `Artifact.inputs(bars ≤ t, start=month start)`, asking for the decision at that last bar), and
+   its decision at t is kept. A restart after an outage decides every missed bar
    this way, so a catch-up decides exactly what ticking bar by bar would have decided.
 3. Fills, positions, cash and equity: one engine run (`run_backtest`) from the experiment's capital over the
    month's bars so far (plus the cost model's σ / ADV history before the month) with every decision of the month
@@ -28,6 +28,7 @@ is known once bar t has closed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -195,24 +196,11 @@ class ForwardResult:
 
 def decide(artifact: Artifact, bars: pl.DataFrame, month_start: dt.datetime, bar: dt.datetime) -> pl.DataFrame:
     """The artifact's decision rows at the close of `bar` (`symbol, ts, weight` + the family's columns), replayed
-    on `bars` up to and including `bar` only: what it would have decided live then.
-
-    The bars after `bar` the artifact is given are placeholders, flat copies of `bar` (open = high = low = close,
-    same volume), never data: a decision at `bar` cannot read them (a causal family; the truncation test), but an
-    agent's environment emits the action of a bar only when it steps into the next one, and needs `window` + 1
-    decision bars to step at all (`agents.env.TradingEnv`); so there are max(1, window + 1 − bars decided so far)
-    of them. Their own decisions are dropped."""
+    on `bars` up to and including `bar` only: what it would have decided live then. `bar` is the last bar given,
+    so the family is asked for its `final_decision` (an agent's replay otherwise ends without deciding there)."""
     tf = timeframe_delta(artifact.context.timeframe)
-    seen = bars.filter(pl.col("ts") <= bar)
-    decided_so_far = (bar - month_start) // tf + 1
-    pad = max(1, int(getattr(artifact.params, "window", 0)) + 1 - decided_so_far)
-    last = seen.filter(pl.col("ts") == bar)
-    flat = [
-        last.with_columns(ts=pl.col("ts") + tf * k, open=pl.col("close"), high=pl.col("close"), low=pl.col("close"))
-        for k in range(1, pad + 1)
-    ]
-    inputs = artifact.inputs(pl.concat([seen, *flat]), start=month_start, end=bar + tf * (pad + 1))
-    out = artifact.family.predict(artifact.model, inputs)
+    inputs = artifact.inputs(bars.filter(pl.col("ts") <= bar), start=month_start, end=bar + tf)
+    out = artifact.family.predict(artifact.model, dataclasses.replace(inputs, final_decision=True))
     return out.filter(pl.col("ts") == bar)
 
 
