@@ -59,7 +59,8 @@ STAGES = ("data", "folds", "reports", "stress", "live", "paper", "sweep")
 LIVE_JOB = "live"  # = orchestration.definitions.LIVE_JOB, the live fold (DESIGN.md §6.2), when the experiment has one
 STRESS_JOB = "stress"  # = orchestration.definitions.STRESS_JOB (DESIGN.md §6.3), when a stress scenario is enabled
 PAPER_JOB = "paper"  # = orchestration.definitions.PAPER_JOB, the paper ledger (DESIGN.md §6.5), with the live fold
-SWEEP_JOB = "sweeps"  # = orchestration.definitions.SWEEP_JOB (DESIGN.md §6.4), when the experiment has a `sweep`; --only
+# = orchestration.definitions.SWEEP_JOB (DESIGN.md §6.4), when the experiment has a `sweep`; --only sweep runs it
+SWEEP_JOB = "sweeps"
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 CANCEL_WAIT_S = 120.0  # default wait for a canceled run to stop by itself (CRYPTO_LAB_CANCEL_WAIT_S overrides)
 

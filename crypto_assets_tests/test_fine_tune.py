@@ -89,11 +89,15 @@ def test_fine_tuned_fold_depends_on_its_previous_fold(tmp_path: Path) -> None:
 
 
 def test_full_retrain_keeps_the_configuration_as_it_was() -> None:
-    """`retrain: full` and `n_seeds` leave the dump (configuration ids, code versions) as before they existed."""
+    """`retrain: full` leaves the dump (code versions) as before it existed; `n_seeds` stays in the dump (the config
+    survives JSON) but out of the strategy's definition (configuration ids of the trials registry)."""
     from crypto_assets.families import validate_params
 
-    dump = validate_params({**LSTM, "n_seeds": 3}).model_dump(mode="json")
-    assert not {"retrain", "fine_tune_fraction", "n_seeds"} & set(dump)
+    seeded = validate_params({**LSTM, "n_seeds": 3})
+    assert not {"retrain", "fine_tune_fraction"} & set(seeded.model_dump(mode="json"))
+    assert seeded.model_dump(mode="json")["n_seeds"] == 3
+    assert "n_seeds" not in validate_params(LSTM).model_dump(mode="json")
+    assert seeded.strategy_dump() == validate_params(LSTM).strategy_dump()
     assert validate_params(FINE_TUNED).model_dump(mode="json")["retrain"] == "fine_tune"
 
 

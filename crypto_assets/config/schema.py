@@ -438,15 +438,22 @@ class FamilyParams(StrictModel):
     families that can warm-start accept it."""
     fine_tune_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     """Share of the full training budget a fine-tuned fold trains (epochs of a forecaster, timesteps of an agent)."""
-    n_seeds: Annotated[int, Field(ge=1, le=64, exclude=True)] = 1
+    n_seeds: Annotated[int, Field(ge=1, le=64, json_schema_extra=OMIT_AT_DEFAULT)] = 1
     """Seeds trained per fold. Seed index 0 is the family's strategy (its KPIs); the others are trained, stored
-    and backtested for the `seed_dispersion` report only. Not part of the dump: it changes no trained strategy, so
-    no configuration id (the trials registry) or artifact; the fold assets' code version adds it themselves."""
+    and backtested for the `seed_dispersion` report only. Not part of `strategy_dump` (it changes no trained
+    strategy, so no configuration id of the trials registry); part of the dump, so the config survives JSON."""
 
     @property
     def slug(self) -> str:
         """The name of the family everywhere after the config: assets `model_<slug>`, KPI strategy `<slug>`."""
         return self.type.lower()
+
+    def strategy_dump(self) -> dict[str, Any]:
+        """The parameters that define the family's strategy (its trials-registry definition): the dump without
+        `n_seeds`, which only adds seeds beside the strategy."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        data.pop("n_seeds", None)
+        return data
 
     @property
     def observed_families(self) -> dict[str, list[str]]:

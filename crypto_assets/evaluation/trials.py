@@ -222,12 +222,12 @@ def experiment_definitions(experiment: ExperimentConfig, strategies: Sequence[st
         )
 
     models = experiment.models
-    families = {params.slug: params.model_dump(mode="json") for params in models.trained}
+    families = {params.slug: params.strategy_dump() for params in models.trained}
     # a stacked family (Meta_Learner) learns from its members' predictions: their parameters are its configuration too
     families |= {
         params.slug: {
-            **params.model_dump(mode="json"),
-            "member_params": [models.params_of(m).model_dump(mode="json") for m in params.member_types],
+            **params.strategy_dump(),
+            "member_params": [models.params_of(m).strategy_dump() for m in params.member_types],
         }
         for params in models.stacked
     }
@@ -246,7 +246,7 @@ def experiment_definitions(experiment: ExperimentConfig, strategies: Sequence[st
             definitions[name] = define("family", name, settings, FEATURE_COLUMNS)
         elif name == "ensemble":
             members = [
-                {"type": m.type, "weight": m.weight, "params": models.params_of(m.type).model_dump(mode="json")}
+                {"type": m.type, "weight": m.weight, "params": models.params_of(m.type).strategy_dump()}
                 for m in models.ensemble
             ]
             settings = {"members": members, **model_inputs}

@@ -67,14 +67,12 @@ class FamilyAssets:
 def family_version(experiment: ExperimentConfig, params: FamilyParams) -> str:
     """Code version of a family's assets: what its training and decisions read (the walk-forward geometry, the
     costs, its own parameters, the shared sizing and the capital), so only a change there marks it stale."""
-    version = (
+    return (
         section_hash(experiment, "walk_forward", "costs")
         + "-"
         + fingerprint([params.model_dump(mode="json"), experiment.models.sizing.model_dump(mode="json")])
         + f"-capital={experiment.experiment.capital!r}"
     )
-    # n_seeds is no part of the parameters' dump (it changes no strategy); the fold assets still rerun for it
-    return version if params.n_seeds == 1 else f"{version}-n_seeds={params.n_seeds}"
 
 
 def seed_for(seed_root: int, family: Family, fold_key: str, index: int) -> int:
