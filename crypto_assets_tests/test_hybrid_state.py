@@ -3,6 +3,8 @@ cross-fitting, crypto_assets.models.cross_fit)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,9 @@ from crypto_assets.families import (
     get_family,
     replay,
 )
+from crypto_assets.families.neuralforecast_models import NFLSTMParams
 from crypto_assets.folds import FoldWindow, RobustZScore, fold_window_for_key
-from crypto_assets.models import default_feature_columns
-from crypto_assets.models.cross_fit import cross_fitted_forecasts, purged_blocks
+from crypto_assets.models.cross_fit import STATE_MANIFEST, cross_fitted_forecasts, purged_blocks
 from crypto_assets.models.forecasters import ForecasterParams
 from crypto_assets.orchestration.definitions import FOLDS_JOB, INGEST_JOB, LIVE_JOB, build_definitions
 from crypto_assets.paths import experiment_root
@@ -76,10 +78,11 @@ def test_blocks_cover_the_window_and_purge_the_label_horizon_around_each() -> No
         assert kept | set(ts[max(0, first - 3) : last + 4].tolist()) == set(ts.tolist())  # nothing else left out
 
 
-def test_in_train_features_never_saw_their_own_labels(fold_frame: pl.DataFrame) -> None:
+def test_in_train_features_never_saw_their_own_labels(
+    fold: tuple[FoldData, RobustZScore, FoldWindow, pl.DataFrame], fold_frame: pl.DataFrame
+) -> None:
     """Poison the labels of one held-out block: its cross-fitted forecasts do not move (its model never read
     them), while the other blocks' forecasts do (their models did)."""
-    columns = default_feature_columns(fold_frame)
     train_ts = fold_frame.filter(pl.col("split") == "train")["ts"].dt.epoch("us").to_numpy()
     held = pl.Series(purged_blocks(train_ts, 3, HORIZON)[1].held)
     in_block = pl.col("ts").dt.epoch("us").is_in(held)
@@ -93,7 +96,7 @@ def test_in_train_features_never_saw_their_own_labels(fold_frame: pl.DataFrame) 
     )
 
     def forecasts(frame: pl.DataFrame) -> pl.DataFrame:
-        return cross_fitted_forecasts(frame, columns, HORIZON, FORECASTER, seed=7, k=3)
+        return cross_fitted_forecasts(dataclasses.replace(fold[0], frame=frame), FORECASTER, seed=7, k=3)
 
     clean, dirty = forecasts(fold_frame), forecasts(poisoned)
     assert clean.select("symbol", "ts").equals(dirty.select("symbol", "ts"))
@@ -128,6 +131,74 @@ def test_a_hybrid_agent_observes_the_forecaster_and_replays_from_its_folder(
         get_family("PPO_Agent").params_class.model_validate(TINY["PPO_Agent"]), data, scaler, window, seed=3
     )
     assert set(plain.model.inputs["features"]) == set(observed) - {"fc_lstm_attn_p_up", "fc_lstm_attn_log_vol"}
+
+
+NF_LSTM = NFLSTMParams.model_validate(
+    {"input_size": 24, "max_steps": 20, "windows_batch_size": 16, "encoder_hidden_size": 8, "decoder_hidden_size": 8}
+)
+NF_HYBRID = {**HYBRID, "state_forecasters": ["NF_LSTM"]}
+
+
+def test_nf_lstm_in_train_features_never_saw_the_returns_their_block_is_scored_on(
+    fold: tuple[FoldData, RobustZScore, FoldWindow, pl.DataFrame],
+) -> None:
+    """A NeuralForecast forecaster learns the next h bar returns from the bars (never the label columns): poison
+    the closes that only one held-out block's labels read (the h − 1 bars after it, inside the embargo): the block's
+    cross-fitted forecasts do not move, the other blocks' do (block 0's model fitted those returns, block 2 reads
+    them as inputs)."""
+    data = fold[0]
+    train_ts = data.frame.filter(pl.col("split") == "train")["ts"].dt.epoch("us").to_numpy()
+    grid = np.unique(train_ts)
+    held = purged_blocks(train_ts, 3, HORIZON)[1].held
+    after = grid[int(np.searchsorted(grid, held[-1])) + 1 :][: HORIZON - 1]
+    noise = pl.Series(np.exp(np.random.default_rng(0).normal(0.0, 0.05, data.bars.height)))
+    in_after = pl.col("ts").dt.epoch("us").is_in(pl.Series(after))
+    poisoned = data.bars.with_columns(pl.when(in_after).then(pl.col("close") * noise).otherwise(pl.col("close")))
+    assert not poisoned.equals(data.bars)
+
+    clean = cross_fitted_forecasts(data, NF_LSTM, seed=7, k=3)
+    dirty = cross_fitted_forecasts(dataclasses.replace(data, bars=poisoned), NF_LSTM, seed=7, k=3)
+    assert clean.select("symbol", "ts").equals(dirty.select("symbol", "ts"))
+    block = pl.col("ts").dt.epoch("us").is_in(pl.Series(held))
+    assert clean.filter(block).height > 0
+    assert clean.filter(block).equals(dirty.filter(block))  # the poisoned block's own features: unchanged
+    assert not clean.filter(~block).equals(dirty.filter(~block))
+    # a forecast on every train bar (NeuralForecast masks the missing history of the first ones)
+    assert clean.select("symbol", "ts").equals(
+        data.frame.filter(pl.col("split") == "train").select("symbol", "ts").sort("symbol", "ts")
+    )
+
+
+def test_a_hybrid_agent_observes_nf_lstm_on_every_bar_and_replays_from_its_folder(
+    fold: tuple[FoldData, RobustZScore, FoldWindow, pl.DataFrame], tmp_path: Path
+) -> None:
+    data, scaler, window, bars = fold
+    forecaster, forecasts = fit_artifact(NF_LSTM, data, scaler, window, seed=11)
+    params = get_family("PPO_Agent").params_class.model_validate(NF_HYBRID)
+    hybrid = dataclasses.replace(data, state_models={"NF_LSTM": forecaster})
+    agent, decisions = fit_artifact(params, hybrid, scaler, window, seed=3)
+    assert {"fc_nf_lstm_p_up", "fc_nf_lstm_log_vol"} <= set(agent.model.inputs["features"])
+    # the family forecasts on its rebalancing grid; the agent's forecaster answers on every bar, the same there
+    state = agent.model.state_forecasters["fc_nf_lstm"]
+    every = state.forecasts(data)
+    test = data.frame.filter(pl.col("split") == "test").select("symbol", "ts").sort("symbol", "ts")
+    assert every.join(test, on=["symbol", "ts"], how="semi").select("symbol", "ts").equals(test)
+    assert 0 < forecasts.height < test.height  # rebalance_every 6
+    on_grid = every.join(forecasts.select("symbol", "ts"), on=["symbol", "ts"], how="semi")
+    assert on_grid.select("symbol", "ts").equals(forecasts.select("symbol", "ts"))
+    for column in ("p_up", "vol"):
+        np.testing.assert_allclose(on_grid[column].to_numpy(), forecasts[column].to_numpy(), rtol=1e-5)
+    # stored through the family's own save_model with its type: replayed from the folder alone, it decides as the fold
+    folder = agent.save(tmp_path / "hybrid_nf")
+    manifest = json.loads((folder / "model" / "state_forecasters" / "fc_nf_lstm" / STATE_MANIFEST).read_text())
+    assert manifest["family_type"] == "NF_LSTM"
+    assert replay(folder, bars).equals(order_rows(decisions).sort("symbol", "ts"))
+
+
+def test_only_forecaster_families_can_be_observed() -> None:
+    families = [TINY["LSTM_Attn"], {**TINY["PPO_Agent"], "state_forecasters": ["PPO_Agent"]}]
+    with pytest.raises(ConfigError, match=r"models.families\[1\].state_forecasters.*LSTM_Attn.*NF_LSTM"):
+        parse_config({**CONFIG, "models": {"families": families}})
 
 
 def hybrid_config(tmp_path: Path, name: str) -> tuple[Path, dict[str, Any]]:

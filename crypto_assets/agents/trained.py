@@ -36,6 +36,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from crypto_assets.agents.env import TradingEnv, evaluate_policy_weights
 from crypto_assets.families.agent import AgentParams
+from crypto_assets.models.cross_fit import StateForecaster
 from crypto_assets.models.device import deterministic, precision_name, seed_everything
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
@@ -118,9 +119,9 @@ class TrainedAgent:
     inputs: dict[str, Any] = field(default_factory=dict)
     """What its observations are built from (`symbols`, `features`, `benchmark`), so a replay on other bars builds
     the same observation (set by the agent families)."""
-    state_forecasters: dict[str, Any] = field(default_factory=dict)
-    """Hybrid agents: state-column prefix → the fold's `TrainedForecaster` whose outputs it observes (saved and
-    loaded with it by the agent families, crypto_assets.models.cross_fit)."""
+    state_forecasters: dict[str, StateForecaster] = field(default_factory=dict)
+    """Hybrid agents: state-column prefix → the fold's forecaster (any forecaster family) whose outputs it observes
+    (saved and loaded with it by the agent families, crypto_assets.models.cross_fit)."""
 
     @property
     def precision(self) -> str:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the env module compiles numba kernels on import: typing onl
 
     from crypto_assets.agents.env import EnvParams, TradingEnv
     from crypto_assets.agents.trained import TrainedAgent
+    from crypto_assets.models.cross_fit import StateForecaster
 
 NetArch = Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)]
 
@@ -61,9 +62,10 @@ class AgentParams(FamilyParams):
     use_gpu: bool = False
     """MLP policies train faster on CPU; set true to train on the experiment's GPU."""
     state_forecasters: list[str] = Field(default_factory=list, json_schema_extra=OMIT_AT_DEFAULT)
-    """Hybrid state: forecaster families (`LSTM_Attn`, `CNN_LSTM`) the experiment trains whose outputs on each bar
-    (P(up) − 0.5, log forecast vol) the agent observes as extra features: cross-fitted out of sample inside the
-    train window, the fold's own forecaster at decision time (crypto_assets.models.cross_fit)."""
+    """Hybrid state: forecaster families the experiment trains (any registered family declaring `p_up` and `vol`
+    forecast columns: LSTM_Attn, CNN_LSTM, NHITS, TFT, NF_LSTM) whose outputs on each bar (P(up) − 0.5, log
+    forecast vol) the agent observes as extra features: cross-fitted out of sample inside the train window, the
+    fold's own forecaster at decision time (crypto_assets.models.cross_fit)."""
     state_blocks: Annotated[int, Field(ge=2, le=20, json_schema_extra=OMIT_AT_DEFAULT)] = 4
     """Blocks of the inner cross-fitting of the state forecasters over the train window."""
 
@@ -74,11 +76,12 @@ class AgentParams(FamilyParams):
     @field_validator("state_forecasters")
     @classmethod
     def _forecasters(cls, types: list[str]) -> list[str]:
-        from crypto_assets.families.forecaster import ARCH_TYPES
+        from crypto_assets.families.registry import get_family, registered_types
 
-        unknown = [t for t in types if t not in ARCH_TYPES.values()]
+        forecasters = [t for t in registered_types() if get_family(t).is_state_forecaster]
+        unknown = [t for t in types if t not in forecasters]
         if unknown or len(set(types)) != len(types):
-            raise ValueError(f"{types}: list each of {', '.join(ARCH_TYPES.values())} at most once")
+            raise ValueError(f"{types}: list each of the forecaster families {', '.join(forecasters)} at most once")
         return types
 
     def env_params(self, **overrides: Any) -> EnvParams:
@@ -179,12 +182,10 @@ class AgentFamily(Family):
 
     def predict(self, model: TrainedAgent, data: FoldData) -> pl.DataFrame:
         from crypto_assets.agents import EnvData, TradingEnv
-        from crypto_assets.models.cross_fit import forecast_state
+        from crypto_assets.models.cross_fit import with_state
 
         ctx = data.context
-        frame = data.frame
-        for prefix, forecaster in model.state_forecasters.items():  # the fold's own forecasters, on every bar
-            frame = forecast_state(frame, forecaster, prefix)
+        frame = with_state(data, model.state_forecasters)  # the fold's own forecasters, on every bar
         env_params = model.params.env_params(initial_value=ctx.capital)
         spec = model.inputs
         common = {
@@ -230,17 +231,18 @@ class AgentFamily(Family):
 
     def load_model(self, directory: Path, device: str) -> TrainedAgent:
         from crypto_assets.agents.trained import TrainedAgent
-        from crypto_assets.models import TrainedForecaster
+        from crypto_assets.models.cross_fit import StateForecaster
 
         agent = TrainedAgent.load(directory, device=device)
         state = directory / STATE_DIR
         if state.exists():
-            agent.state_forecasters = {p.name: TrainedForecaster.load(p, device) for p in sorted(state.iterdir())}
+            agent.state_forecasters = {p.name: StateForecaster.load(p, device) for p in sorted(state.iterdir())}
         return agent
 
 
 STATE_DIR = "state_forecasters"
-"""Sub-folder of a hybrid agent's model folder: one `TrainedForecaster` folder per state-column prefix."""
+"""Sub-folder of a hybrid agent's model folder: one `StateForecaster` folder per state-column prefix (its type,
+vol scale and the family's own `save_model` files)."""
 
 
 def state_prefix(forecaster_type: str) -> str:
@@ -248,30 +250,29 @@ def state_prefix(forecaster_type: str) -> str:
     return f"fc_{forecaster_type.lower()}"
 
 
-def _with_state_forecasts(data: FoldData, params: AgentParams, device: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+def _with_state_forecasts(
+    data: FoldData, params: AgentParams, device: str
+) -> tuple[pl.DataFrame, dict[str, StateForecaster]]:
     """The fold frame with each state forecaster's columns (train rows cross-fitted out of sample, the other rows
     from the fold's own forecaster, crypto_assets.models.cross_fit) and those forecasters by prefix."""
-    from crypto_assets.models.cross_fit import cross_fitted_forecasts, forecast_state
+    from crypto_assets.models.cross_fit import StateForecaster, cross_fitted_forecasts, with_state
 
-    frame, forecasters = data.frame, {}
+    forecasters, cross_fitted = {}, {}
     for forecaster_type in params.state_forecasters:
         artifact = data.state_models.get(forecaster_type)
         if artifact is None:
             raise ValueError(f"{params.type} observes {forecaster_type}, but the fold data carries no such model")
-        own = artifact.model
-        cross_fitted = cross_fitted_forecasts(
-            data.frame,
-            own.feature_columns,
-            data.context.label_horizon,
-            artifact.params,  # type: ignore[arg-type]  # a forecaster family's parameters (validated above)
-            seed=artifact.seed,
-            k=params.state_blocks,
-            device=device,
-        )
         prefix = state_prefix(forecaster_type)
-        frame = forecast_state(frame, own, prefix, cross_fitted)
-        forecasters[prefix] = own
-    return frame, forecasters
+        forecasters[prefix] = StateForecaster(
+            family_type=artifact.family_type,
+            model=artifact.model,
+            vol_scale=artifact.family.forecast_vol_scale(artifact.model, data),
+            family_module=artifact.family_module,
+        )
+        cross_fitted[prefix] = cross_fitted_forecasts(
+            data, artifact.params, seed=artifact.seed, k=params.state_blocks, device=device
+        )
+    return with_state(data, forecasters, cross_fitted), forecasters
 
 
 class OffPolicyParams(AgentParams):

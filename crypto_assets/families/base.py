@@ -36,6 +36,8 @@ MANIFEST = "family.json"
 MODEL_DIR = "model"
 CURVES_DIR = "curves"
 TS_DTYPE = pl.Datetime("us", "UTC")
+STATE_FORECAST_COLUMNS = ("p_up", "vol")
+"""What a hybrid agent observes of a forecaster: P(label_fwd_ret_h > 0) and the forecast per-bar volatility."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ class Family(ABC):
     uses_gpu: ClassVar[bool] = True
     """Whether training runs in the GPU pool (limits how many train at once)."""
     description: ClassVar[str] = ""
+    forecast_columns: ClassVar[tuple[str, ...]] = ()
+    """A forecaster family's forecast columns in `predict`, on every bar of the context's rebalancing grid (with
+    `rebalance_every` 1: every decision bar), each from the data up to its bar only. A family declaring
+    `STATE_FORECAST_COLUMNS` can be observed by hybrid agents (`state_forecasters`, crypto_assets.models.cross_fit)."""
 
     @property
     def slug(self) -> str:
@@ -158,6 +164,22 @@ class Family(ABC):
     @abstractmethod
     def load_model(self, directory: Path, device: str) -> Any: ...
 
+    @property
+    def is_state_forecaster(self) -> bool:
+        """Whether hybrid agents can observe this family: its `forecast_columns` hold `STATE_FORECAST_COLUMNS`."""
+        return set(STATE_FORECAST_COLUMNS) <= set(self.forecast_columns)
+
+    def forecast_vol_scale(self, model: Any, data: FoldData) -> float:
+        """The per-bar volatility a forecaster's `vol` is measured against as a hybrid agent's feature: by default
+        the train rows' realised √(mean(r_h²) / h) of the forward log returns (labels of the train split only);
+        a family whose model has its own train-window scale returns that."""
+        from crypto_assets.folds.split import label_columns
+
+        horizon = data.context.label_horizon
+        ret_col, _ = label_columns(horizon)
+        returns = data.frame.filter(pl.col("split") == "train")[ret_col].cast(pl.Float64).fill_nan(None).drop_nulls()
+        return math.sqrt(float(returns.pow(2).sum()) / (returns.len() * horizon)) if returns.len() else math.nan
+
     def metrics(self, model: Any, data: FoldData) -> dict[str, float]:
         """Scores the family reports (out of sample where `data` has labels), flat name → number."""
         return {}
@@ -169,6 +191,16 @@ class Family(ABC):
     def training_info(self, model: Any) -> dict[str, Any]:
         """device, precision, throughput, train_seconds and the like, for the asset's metadata."""
         return {}
+
+
+def load_family(family_type: str, family_module: str = "") -> Family:
+    """The family registered as `family_type`, importing `family_module` first when it is not registered yet (a
+    plug-in named by a saved artifact)."""
+    from crypto_assets.families.registry import get_family, registered_types
+
+    if family_type not in registered_types() and family_module:
+        importlib.import_module(family_module)
+    return get_family(family_type)
 
 
 def _iso(value: dt.datetime) -> str:
@@ -301,16 +333,12 @@ class Artifact:
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> Artifact:
         """Rebuild an artifact from its folder alone (the family's module is imported if it is a plug-in)."""
-        from crypto_assets.families.registry import get_family, registered_types
-
         src = Path(directory)
         meta = json.loads((src / MANIFEST).read_text())
         if meta.get("format") != ARTIFACT_FORMAT:
             raise ValueError(f"{src}: unsupported artifact format {meta.get('format')!r}")
         family_type = meta["family_type"]
-        if family_type not in registered_types() and meta.get("family_module"):
-            importlib.import_module(meta["family_module"])
-        family = get_family(family_type)
+        family = load_family(family_type, meta.get("family_module", ""))
         w = meta["window"]
         return cls(
             family_type=family_type,

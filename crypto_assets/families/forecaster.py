@@ -14,7 +14,7 @@ import polars as pl
 from pydantic import Field
 
 from crypto_assets.config.schema import FamilyParams
-from crypto_assets.families.base import Family, FoldData
+from crypto_assets.families.base import STATE_FORECAST_COLUMNS, Family, FoldData
 
 ARCH_TYPES = {"lstm_attn": "LSTM_Attn", "cnn_lstm": "CNN_LSTM"}
 """Network architecture (crypto_assets.models.forecasters) → the family type that trains it."""
@@ -75,6 +75,7 @@ class ForecasterFamily(Family):
     """Shared by LSTM_Attn and CNN_LSTM; subclasses set `type` (and `seed_label`)."""
 
     params_class = ForecasterParams
+    forecast_columns = STATE_FORECAST_COLUMNS  # on every test bar, whatever the rebalancing grid
 
     def fit(self, data: FoldData, params: Any, seed: int, device: str) -> Any:
         return _train(data, params, seed, device, init=None)
@@ -96,6 +97,10 @@ class ForecasterFamily(Family):
             rebalance_every=ctx.rebalance_every,
         )
         return preds.join(weights, on=["symbol", "ts"], how="left")
+
+    def forecast_vol_scale(self, model: Any, data: FoldData) -> float:
+        """The scale its vol head was trained in (the fitting windows' √(mean(r_h²) / h))."""
+        return float(model.vol_scale)
 
     def metrics(self, model: Any, data: FoldData) -> dict[str, float]:
         out = {f"validation_{k}": float(v) for k, v in model.val_metrics.items()}

@@ -19,7 +19,7 @@ import polars as pl
 from pydantic import Field
 
 from crypto_assets.config.schema import FamilyParams
-from crypto_assets.families.base import Family, FoldData, feature_columns_of
+from crypto_assets.families.base import STATE_FORECAST_COLUMNS, Family, FoldData, feature_columns_of
 from crypto_assets.families.registry import register
 
 Size = Annotated[int, Field(ge=1, le=4096)]
@@ -134,6 +134,7 @@ class NeuralForecastFamily(Family):
     """Shared by NHITS, TFT and NF_LSTM; subclasses set `type`, `params_class` and `model_class`."""
 
     model_class: ClassVar[Literal["NHITS", "TFT", "LSTM"]]
+    forecast_columns = STATE_FORECAST_COLUMNS  # on the rebalancing grid: every bar when asked with rebalance_every 1
 
     def fit(self, data: FoldData, params: Any, seed: int, device: str) -> Any:
         return self._fit(data, params, seed, device, init=None, max_steps=params.max_steps)
