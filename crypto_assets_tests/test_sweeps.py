@@ -121,7 +121,7 @@ def test_crypto_lab_run_only_sweep_launches_the_sweep_job() -> None:
     config = parse_config(raw_config())
     assert [request.job for request in _plan(args, config, build_definitions(config), None)] == [SWEEP_JOB]
     no_sweep = parse_config({k: v for k, v in raw_config().items() if k != "sweep"})
-    with pytest.raises(UsageError, match="no `sweep` job"):
+    with pytest.raises(UsageError, match="no `sweeps` job"):
         _plan(args, no_sweep, build_definitions(no_sweep), None)
 
 
