@@ -158,7 +158,8 @@ def test_a_family_registered_in_a_test_module_is_a_valid_config_entry() -> None:
         parse_config(bad)
     bad["models"]["families"][3] = {"type": "Toy_Threshold", "evry": 2}
     with pytest.raises(
-        ConfigError, match=r"models.families\[3\].evry: unknown key; allowed keys here: type, retrain, fine_tune_fraction, n_seeds, feature, every"
+        ConfigError,
+        match=r"models.families\[3\].evry: unknown key; allowed keys here: type, retrain, fine_tune_fraction, n_seeds, feature, every",
     ):
         parse_config(bad)
     # the toy may be an ensemble member too: trained with its defaults when `families` does not list it
