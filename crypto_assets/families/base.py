@@ -78,6 +78,20 @@ class Context:
     def periods_per_year(self) -> int:
         return periods_per_year(self.timeframe)
 
+    def forecast_weights(self, forecasts: pl.DataFrame, rebalance_every: int | None = None) -> pl.DataFrame:
+        """The forecasters' sizing rule (`forecast_to_weights`) under these settings: `symbol, ts, p_up, vol` →
+        `symbol, ts, weight` every `rebalance_every` bars (default: the experiment's)."""
+        from crypto_assets.models import forecast_to_weights
+
+        return forecast_to_weights(
+            forecasts,
+            target_vol_annual=self.target_vol_annual,
+            periods_per_year=self.periods_per_year,
+            max_leverage=float(self.costs["max_leverage"]),
+            allow_short=bool(self.costs["allow_short"]),
+            rebalance_every=self.rebalance_every if rebalance_every is None else rebalance_every,
+        )
+
     def cost_model(self) -> CostModel:
         from crypto_assets.backtest import CostModel  # numba-compiled: imported when needed
 

@@ -84,18 +84,8 @@ class ForecasterFamily(Family):
         return _train(data, params, seed, device, init=init)
 
     def predict(self, model: Any, data: FoldData) -> pl.DataFrame:
-        from crypto_assets.models import forecast_to_weights
-
-        ctx = data.context
         preds = model.predict(data.frame, only_split="test")
-        weights = forecast_to_weights(
-            preds,
-            target_vol_annual=ctx.target_vol_annual,
-            periods_per_year=ctx.periods_per_year,
-            max_leverage=float(ctx.costs["max_leverage"]),
-            allow_short=bool(ctx.costs["allow_short"]),
-            rebalance_every=ctx.rebalance_every,
-        )
+        weights = data.context.forecast_weights(preds)
         return preds.join(weights, on=["symbol", "ts"], how="left")
 
     def forecast_vol_scale(self, model: Any, data: FoldData) -> float:

@@ -175,18 +175,8 @@ class NeuralForecastFamily(Family):
         return model.forecast(series, test.join(grid, on="ts", how="semi").select("symbol", "ts"))
 
     def predict(self, model: Any, data: FoldData) -> pl.DataFrame:
-        from crypto_assets.models import forecast_to_weights
-
-        ctx = data.context
         preds = self.forecasts(model, data)
-        weights = forecast_to_weights(
-            preds,
-            target_vol_annual=ctx.target_vol_annual,
-            periods_per_year=ctx.periods_per_year,
-            max_leverage=float(ctx.costs["max_leverage"]),
-            allow_short=bool(ctx.costs["allow_short"]),
-            rebalance_every=1,  # the forecasts are already on the rebalancing grid
-        )
+        weights = data.context.forecast_weights(preds, rebalance_every=1)  # the forecasts are on the grid already
         return preds.join(weights, on=["symbol", "ts"], how="left").sort("symbol", "ts")
 
     def metrics(self, model: Any, data: FoldData) -> dict[str, float]:

@@ -187,19 +187,7 @@ class NFForecaster:
         model.eval()
         device = next(model.parameters()).device
         temporal = torch.from_numpy(windows).to(device).unsqueeze(-1)  # [B, L + h, C, n_series = 1]
-        batch = _normalized(model, temporal, cols)
-        insample_y, insample_mask, _, _, hist_exog, futr_exog, stat_exog = model._parse_windows({"y_idx": 0}, batch)
-        output = model(
-            {
-                "insample_y": insample_y,
-                "insample_mask": insample_mask,
-                "futr_exog": futr_exog,
-                "hist_exog": hist_exog,
-                "stat_exog": stat_exog,
-            }
-        )
-        y_loc, y_scale = model._get_loc_scale(0)
-        params = model.loss.scale_decouple(output=model.loss.domain_map(output), loc=y_loc, scale=y_scale)
+        params, _ = _distribution_params(model, temporal, cols)
         if self.distribution == "Normal":
             loc, scale = params
             var = scale**2
@@ -410,6 +398,14 @@ def _window_nll(model: Any, windows: np.ndarray, cols: list[str]) -> torch.Tenso
     device = next(model.parameters()).device
     temporal = torch.from_numpy(windows).to(device).unsqueeze(-1)
     targets = temporal[:, model.input_size :, 0].clone()
+    params, outsample_mask = _distribution_params(model, temporal, cols)
+    loss: torch.Tensor = model.loss(y=targets, distr_args=params, mask=outsample_mask)
+    return loss
+
+
+def _distribution_params(model: Any, temporal: torch.Tensor, cols: list[str]) -> tuple[Any, torch.Tensor]:
+    """The forward pass of NeuralForecast's training and predict steps without Lightning: the distribution's
+    parameters in the target's own units (decoupled from the window scaler) and the mask of the h future steps."""
     batch = _normalized(model, temporal, cols)
     insample_y, insample_mask, _, outsample_mask, hist_exog, futr_exog, stat_exog = model._parse_windows(
         {"y_idx": 0}, batch
@@ -425,8 +421,7 @@ def _window_nll(model: Any, windows: np.ndarray, cols: list[str]) -> torch.Tenso
     )
     y_loc, y_scale = model._get_loc_scale(0)
     params = model.loss.scale_decouple(output=model.loss.domain_map(output), loc=y_loc, scale=y_scale)
-    loss: torch.Tensor = model.loss(y=targets, distr_args=params, mask=outsample_mask)
-    return loss
+    return params, outsample_mask
 
 
 def _model_type(model_class: str) -> Any:
