@@ -268,3 +268,19 @@ def test_validation_tail_keeps_the_best_checkpoint(fold: tuple[FoldData, Any, An
     assert curve.height == 6 and curve["val_loss"].drop_nulls().to_list() == list(losses)
     with pytest.raises(ValueError, match=r"val_bars=11 leaves no validation window: it must be at least the horizon"):
         family.fit(data, params_of("NF_LSTM", val_bars=11), 11, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: GPU path not exercised here")
+@pytest.mark.parametrize("family_type", FAMILIES)
+def test_cuda_training_and_forecasts(
+    fold: tuple[FoldData, Any, Any, pl.DataFrame], family_type: str, tmp_path: Path
+) -> None:
+    """The family trains and forecasts on `cuda:0`; the artifact loads back on the CPU with the same decisions
+    (up to float differences between the devices)."""
+    data, scaler, window, _ = fold
+    artifact, decisions = fit_artifact(params_of(family_type), data, scaler, window, seed=11, device="cuda:0")
+    assert {t.device.type for t in state(artifact.model).values()} == {"cuda"}
+    assert decisions["p_up"].is_between(0, 1).all() and (decisions["vol"] > 0).all()
+    folder = artifact.save(tmp_path / family_type.lower())
+    on_cpu = Artifact.load(folder, device="cpu").weights(data.bars, start=window.test_start, end=window.test_end)
+    assert np.allclose(on_cpu["weight"].to_numpy(), decisions.drop_nulls("weight")["weight"].to_numpy(), atol=1e-3)
