@@ -213,8 +213,14 @@ def test_sweep_and_paper_sections_when_their_tables_exist(tmp_path: Path) -> Non
          "ts": TS[:n], "watermark": TS[:n], "equity": equity, "return": np.r_[0.0, equity[1:] / equity[:-1] - 1]},
     ).with_columns(pl.lit(None).alias(c) for c in LEDGER_SCHEMA if c not in ("experiment", "strategy", "month", "symbol", "ts", "watermark", "equity", "return"))  # fmt: skip
     PaperLedgerStore(root / "warehouse").append(ledger.select(list(LEDGER_SCHEMA)).cast(LEDGER_SCHEMA))
+    seeds = pl.DataFrame({"family": "lstm_attn", "metric": ["sharpe", "total_return", "max_drawdown"], "n_seeds": 3,
+                          "mean": [0.4, 0.1, 0.2], "std": [0.3, 0.05, 0.02], "min": [0.1, 0.05, 0.18],
+                          "max": [0.7, 0.15, 0.22]})  # fmt: skip
+    assert "seeds" not in dashboard(_load(root)).sections
+    Warehouse(root).write_partition("seed_dispersion", seeds)
     page = dashboard(_load(root))
     assert list(page.sections)[-2:] == ["sweep", "paper"] and page.sections["sweep"] == page.sections["paper"] == 1
+    assert page.sections["seeds"] == 1 and "<td>lstm_attn</td><td>max_drawdown</td><td>3</td>" in page.html
     sweep_rows = re.findall(r"<tr><td>(\d)</td><td>LSTM_Attn</td>", page.html)
     assert sweep_rows == ["1", "0", "2"]  # best objective first; the list column left out of the table
     paper = re.search(r'<section id="paper">.*?</section>', page.html, re.DOTALL)

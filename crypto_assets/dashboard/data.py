@@ -22,6 +22,7 @@ TABLES = (
     "bars",
     "stress_kpis",
     "sweep",
+    "seed_dispersion",
 )
 """The warehouse tables a dashboard may show; `predictions_<model>` tables are found by prefix, and the paper
 ledger (its own append-only store beside them, crypto_assets.paper) is read when its folder exists."""

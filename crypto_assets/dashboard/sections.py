@@ -222,6 +222,31 @@ def fold_sharpe_section(kpis: pl.DataFrame) -> Section | None:
     return section
 
 
+def seed_section(dispersion: pl.DataFrame) -> Section:
+    """`seed_dispersion` (families with n_seeds > 1): each KPI's spread across the seeds of the stitched run. Seed 0
+    is the strategy in the KPI table; a Sharpe far from the seeds' mean is a lucky (or unlucky) seed."""
+    import plotly.graph_objects as go
+
+    section = Section("seeds", "Dispersion across seeds")
+    sharpe = dispersion.filter(pl.col("metric") == "sharpe").sort("family")
+    if sharpe.height:
+        figure = go.Figure(
+            go.Scatter(
+                x=sharpe["family"],
+                y=sharpe["mean"],
+                mode="markers",
+                name="mean ± std",
+                error_y={"type": "data", "array": sharpe["std"].fill_null(0.0).to_list()},
+            )
+        )
+        for bound in ("min", "max"):
+            figure.add_trace(go.Scatter(x=sharpe["family"], y=sharpe[bound], mode="markers", name=bound))
+        figure.update_layout(title="Stitched Sharpe across seeds", yaxis_title="Sharpe")
+        section.chart(figure)
+    section.table(dispersion.sort("family", "metric"), "every seed stitched over every fold like the family itself")
+    return section
+
+
 def monthly_section(equity: pl.DataFrame) -> Section:
     """Monthly compounded net return per strategy (UTC months) as a heatmap."""
     import plotly.graph_objects as go
@@ -553,6 +578,7 @@ SECTIONS: tuple[Callable[[ExperimentData], Section | None], ...] = (
     lambda d: None if (e := d.table("walk_forward_equity")) is None else equity_section(e, fold_keys(d)),
     kpi_section,
     _with("kpis", fold_sharpe_section),
+    _with("seed_dispersion", seed_section),
     _with("walk_forward_equity", monthly_section),
     regime_section,
     _with("kpis", cost_section),
