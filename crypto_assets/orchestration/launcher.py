@@ -154,12 +154,6 @@ def _location(request_context: WorkspaceRequestContext) -> tuple[CodeLocation, R
     return location, repository
 
 
-def job_names(workspace: WorkspaceProcessContext) -> set[str]:
-    """The jobs the code location defines (`live` only once the definitions have it)."""
-    _, repository = _location(workspace.create_request_context())
-    return {job.name for job in repository.get_all_jobs()}
-
-
 def launch(
     instance: dg.DagsterInstance,
     workspace: WorkspaceProcessContext,
